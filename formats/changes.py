@@ -1,0 +1,109 @@
+"""The changes the daemon asks of a container's metadata.
+
+They are small typed values, applied by the format to a *copy* of its metadata
+(``ContainerMetadata.apply``), so that the result can be validated before a
+single byte is built, and the original kept for rollback.  They say what md
+knows ("slot 1 of volume 0 has failed", "volume 0 is now dirty"); how that is
+spelled on disk is the format's business.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+
+@dataclass(frozen=True)
+class SetDirty:
+    """Mark a volume dirty (writes may leave stripes inconsistent) or clean."""
+
+    volume: int
+    dirty: bool
+
+
+@dataclass(frozen=True)
+class SetCheckpoint:
+    """Record how far the volume's current resync or rebuild has got.
+
+    ``sectors`` is per-member, as md reports in ``sync_completed`` and takes in
+    ``recovery_start``/``resync_start``.  Formats store what their units allow,
+    rounding *down*, so a resumed rebuild never skips unsynchronised data.
+    """
+
+    volume: int
+    sectors: int
+
+
+@dataclass(frozen=True)
+class FailDisk:
+    """A disk has failed: every volume using it records its slot as failed."""
+
+    disk_ref: str
+
+
+@dataclass(frozen=True)
+class ActivateSpare:
+    """Put a spare disk into a degraded volume's slot and start a rebuild onto it."""
+
+    volume: int
+    slot: int
+    disk_ref: str
+
+
+@dataclass(frozen=True)
+class MemberInSync:
+    """md reports the slot's recovery complete: the member now holds valid data."""
+
+    volume: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class StartResync:
+    """A resync of a volume has begun (from ``sectors``)."""
+
+    volume: int
+
+
+@dataclass(frozen=True)
+class EndMigration:
+    """The volume's resync, check or rebuild finished: record it done."""
+
+    volume: int
+
+
+@dataclass(frozen=True)
+class AddSpare:
+    """A new disk joins the container as a spare."""
+
+    serial: str
+    size_sectors: int
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoveDisk:
+    """A disk (failed or spare) leaves the container's records."""
+
+    disk_ref: str
+
+
+Change = Union[
+    SetDirty, SetCheckpoint, FailDisk, ActivateSpare, MemberInSync, StartResync, EndMigration, AddSpare, RemoveDisk
+]
+
+
+@dataclass
+class Environment:
+    """Where a change gets time and randomness (family numbers, DDF refnums, timestamps).
+
+    Injected so that tests and dry runs are reproducible.
+    """
+
+    now: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.SystemRandom)
+
+    def random32(self) -> int:
+        return self.rng.getrandbits(32)
