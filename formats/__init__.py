@@ -8,17 +8,25 @@ through ``formats.base`` and speak in ``formats.model`` terms.
 
 from __future__ import annotations
 
+import importlib
+
 from .base import ContainerMetadata, DiskMetadata, FormatHandler, Write
 from .blockio import Disk, FileDisk, MemoryDisk, OverlayDisk
 from .errors import ChangeRejected, DiskIOError, MetadataError, NoMetadata
 
+#: The formats this build knows, in probing order.  Each module exports
+#: ``HANDLER``, its ``FormatHandler``; nothing else of a format is public.
+FORMAT_MODULES = ("formats.imsm", "formats.ddf")
+
 
 def handlers() -> tuple[FormatHandler, ...]:
-    """Every format this build knows, most specific first."""
-    from .ddf import HANDLER as DDF
-    from .imsm import HANDLER as IMSM
-
-    return (IMSM, DDF)
+    """Every format's handler, in probing order."""
+    found: list[FormatHandler] = []
+    for name in FORMAT_MODULES:
+        h = importlib.import_module(name).HANDLER
+        assert isinstance(h, FormatHandler), f"{name}.HANDLER is not a FormatHandler"
+        found.append(h)
+    return tuple(found)
 
 
 def handler(name: str) -> FormatHandler:

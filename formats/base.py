@@ -111,7 +111,7 @@ def first_difference(disk: Disk, writes: Iterable[Write]) -> int | None:
     for w in sorted(writes, key=lambda w: w.offset):
         have = disk.read(w.offset, len(w.data))
         if have != w.data:
-            i = next(i for i, (a, b) in enumerate(zip(have, w.data)) if a != b)
+            i = next(i for i, (a, b) in enumerate(zip(have, w.data, strict=True)) if a != b)
             return w.offset + i
     return None
 

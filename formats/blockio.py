@@ -60,9 +60,7 @@ def check_aligned(disk: Disk, offset: int, data: bytes) -> None:
     """Writes are whole logical sectors, as the kernel requires for O_DIRECT."""
     ss = disk.sector_size
     if offset % ss or len(data) % ss or not data:
-        raise DiskIOError(
-            f"write of {len(data)} bytes is not whole {ss}-byte sectors", disk=disk.name, offset=offset
-        )
+        raise DiskIOError(f"write of {len(data)} bytes is not whole {ss}-byte sectors", disk=disk.name, offset=offset)
 
 
 class MemoryDisk:
@@ -166,8 +164,11 @@ class FileDisk:
     not in the page cache when we tell the kernel to proceed.
     """
 
-    def __init__(self, path: str, *, writable: bool = False, sector_size: int | None = None) -> None:
-        self._name = path
+    def __init__(
+        self, path: str, *, writable: bool = False, sector_size: int | None = None, name: str | None = None
+    ) -> None:
+        self._path = path
+        self._name = name or path
         self._writable = writable
         try:
             self._fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
@@ -179,9 +180,9 @@ class FileDisk:
             self.is_block_device = stat.S_ISBLK(st.st_mode)
             if self.is_block_device:
                 buf = fcntl.ioctl(self._fd, BLKGETSIZE64, b"\0" * 8)
-                self._size = struct.unpack("Q", buf)[0]
+                self._size = int(struct.unpack("Q", buf)[0])
                 buf = fcntl.ioctl(self._fd, BLKSSZGET, b"\0" * 4)
-                self._sector_size = sector_size or struct.unpack("i", buf)[0]
+                self._sector_size = sector_size or int(struct.unpack("i", buf)[0])
             elif stat.S_ISREG(st.st_mode):
                 self._size = st.st_size
                 self._sector_size = sector_size or 512
@@ -227,7 +228,7 @@ class FileDisk:
         try:
             if self.is_block_device:
                 if self._direct_fd is None:
-                    self._direct_fd = os.open(self._name, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
+                    self._direct_fd = os.open(self._path, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
                 # O_DIRECT wants an aligned buffer; an anonymous mmap is page-aligned.
                 with mmap.mmap(-1, len(data)) as buf:
                     buf.write(data)

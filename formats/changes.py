@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,17 @@ class RemoveDisk:
     disk_ref: str
 
 
-Change = Union[
-    SetDirty, SetCheckpoint, FailDisk, ActivateSpare, MemberInSync, StartResync, EndMigration, AddSpare, RemoveDisk
-]
+Change = (
+    SetDirty
+    | SetCheckpoint
+    | FailDisk
+    | ActivateSpare
+    | MemberInSync
+    | StartResync
+    | EndMigration
+    | AddSpare
+    | RemoveDisk
+)
 
 
 @dataclass

@@ -13,11 +13,11 @@ sector size, because that is the unit md uses in sysfs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class DiskState(str, Enum):
+class DiskState(StrEnum):
     """A physical disk's role in the container."""
 
     ACTIVE = "active"  # member of at least one volume
@@ -26,7 +26,7 @@ class DiskState(str, Enum):
     MISSING = "missing"  # recorded, but not present (placeholder or removed)
 
 
-class MemberState(str, Enum):
+class MemberState(StrEnum):
     """A volume slot's health, as md would see the device in that slot."""
 
     IN_SYNC = "in_sync"
@@ -36,7 +36,7 @@ class MemberState(str, Enum):
     MISSING = "missing"  # no disk in the slot
 
 
-class VolumeState(str, Enum):
+class VolumeState(StrEnum):
     """Redundancy of a volume's data, as it stands now."""
 
     NORMAL = "normal"
@@ -45,7 +45,7 @@ class VolumeState(str, Enum):
     UNINITIALIZED = "uninitialized"  # never synced: parity or mirrors not consistent
 
 
-class MigrationType(str, Enum):
+class MigrationType(StrEnum):
     """What a volume is in the middle of (IMSM calls every such thing a migration)."""
 
     INIT = "init"  # initial resync of a new volume

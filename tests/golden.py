@@ -60,9 +60,7 @@ def image_path(scenario: str, n: int) -> Path:
 
 def open_disk(scenario: str, n: int) -> FileDisk:
     """Read-only access to a golden image, named as the guest saw it (``/dev/sda`` ...)."""
-    disk = FileDisk(str(image_path(scenario, n)))
-    disk._name = guest_device(scenario, n)  # noqa: SLF001 - error messages should name the guest device
-    return disk
+    return FileDisk(str(image_path(scenario, n)), name=guest_device(scenario, n))
 
 
 def overlay(scenario: str, n: int) -> OverlayDisk:

@@ -1,0 +1,34 @@
+"""Opening what an administrator names on the command line: devices and disk images.
+
+Besides block devices and raw image files, ``.xz`` compressed images (how the
+project ships its sample and golden images) are opened in memory, read-only
+in effect, so a dry run or an examine never needs a decompression step first.
+"""
+
+from __future__ import annotations
+
+import lzma
+
+from formats.blockio import Disk, FileDisk, MemoryDisk
+from formats.errors import DiskIOError
+
+#: A compressed image larger than this once decompressed is refused: the
+#: metadata tools have no business holding a real disk in memory.
+MAX_XZ_IMAGE = 4 << 30
+
+
+def open_image(path: str, *, sector_size: int | None = None) -> Disk:
+    """Open a device or an image file read-only (``.xz`` images are decompressed in memory)."""
+    if path.endswith(".xz"):
+        try:
+            with lzma.open(path) as f:
+                data = f.read(MAX_XZ_IMAGE + 1)
+        except (OSError, lzma.LZMAError) as e:
+            raise DiskIOError(f"cannot decompress: {e}", disk=path) from e
+        if len(data) > MAX_XZ_IMAGE:
+            raise DiskIOError(f"decompressed image is larger than {MAX_XZ_IMAGE} bytes", disk=path)
+        ss = sector_size or 512
+        if len(data) % ss:
+            raise DiskIOError(f"image size {len(data)} is not a multiple of {ss}", disk=path)
+        return MemoryDisk(data, name=path, sector_size=ss)
+    return FileDisk(path, sector_size=sector_size)
