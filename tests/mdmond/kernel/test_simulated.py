@@ -1,0 +1,114 @@
+"""The simulated array's array_state machine, against md.rst and mdmon.md §2.3/§7.1.
+
+These pin the documented kernel behaviour; the recorded real-kernel transcripts
+(test bed, issue 3) will replay against the same simulator.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import trio
+import trio.testing
+
+from mdmond.kernel.simulated import SimArray
+from mdmond.kernel.values import ArrayState as S
+
+
+async def test_write_to_clean_array_waits_for_active(autojump_clock: trio.testing.MockClock) -> None:
+    a = SimArray("md126")
+    done = trio.Event()
+
+    async def writer() -> None:
+        await a.submit_write(0.01)
+        done.set()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(writer)
+        await a.wait_change()
+        assert a.array_state is S.WRITE_PENDING
+        await trio.sleep(3600)  # nothing but user space can release it
+        assert not done.is_set() and a.array_state is S.WRITE_PENDING
+        a.write("array_state", "active")
+        await done.wait()
+    assert a.history == [S.CLEAN, S.WRITE_PENDING, S.ACTIVE]
+
+
+async def test_idle_array_goes_active_idle_after_safe_mode_delay_then_clean(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = SimArray("md126", state=S.ACTIVE, safe_mode_delay=5.0)
+    async with trio.open_nursery() as n:
+        n.start_soon(a.run_safe_mode_timer)
+        t0 = trio.current_time()
+        await a.wait_change()
+        assert a.array_state is S.ACTIVE_IDLE  # notified: external metadata must react
+        assert trio.current_time() - t0 == pytest.approx(5.0)
+        a.write("array_state", "clean")
+        assert a.array_state is S.CLEAN
+        n.cancel_scope.cancel()
+
+
+async def test_write_during_active_idle_returns_to_active_unnotified(autojump_clock: trio.testing.MockClock) -> None:
+    a = SimArray("md126", state=S.ACTIVE_IDLE)
+    notified = False
+
+    async def watch() -> None:
+        nonlocal notified
+        await a.wait_change()
+        notified = True
+
+    async with trio.open_nursery() as n:
+        n.start_soon(watch)
+        await trio.sleep(0)
+        await a.submit_write()
+        await trio.sleep(1)
+        assert a.array_state is S.ACTIVE and not notified
+        n.cancel_scope.cancel()
+
+
+async def test_clean_is_refused_while_writes_are_in_flight(autojump_clock: trio.testing.MockClock) -> None:
+    a = SimArray("md126", state=S.ACTIVE)
+    async with trio.open_nursery() as n:
+        n.start_soon(a.submit_write, 10.0)
+        await trio.sleep(1)
+        with pytest.raises(OSError) as e:
+            a.write("array_state", "clean")
+        assert e.value.errno == errno.EBUSY
+    a.write("array_state", "clean")
+    assert a.array_state is S.CLEAN
+
+
+@pytest.mark.parametrize("word", ["write-pending", "active-idle", "suspended", "broken", "bogus"])
+def test_kernel_only_states_cannot_be_written(word: str) -> None:
+    a = SimArray("md126")
+    with pytest.raises(OSError) as e:
+        a.write("array_state", word + "\n")
+    assert e.value.errno == errno.EINVAL
+    assert a.array_state is S.CLEAN
+
+
+async def test_read_auto_array_goes_write_pending_on_first_write(autojump_clock: trio.testing.MockClock) -> None:
+    a = SimArray("md126", state=S.READ_AUTO)
+    async with trio.open_nursery() as n:
+        n.start_soon(a.submit_write)
+        await a.wait_change()
+        assert a.array_state is S.WRITE_PENDING
+        a.write("array_state", "active")
+    assert a.array_state is S.ACTIVE
+
+
+async def test_readonly_array_refuses_writes() -> None:
+    a = SimArray("md126", state=S.READONLY)
+    with pytest.raises(OSError) as e:
+        await a.submit_write()
+    assert e.value.errno == errno.EROFS
+
+
+def test_attributes_read_as_sysfs_prints_them() -> None:
+    a = SimArray("md126", safe_mode_delay=5.0)
+    assert a.read("array_state") == "clean\n"
+    assert a.read("safe_mode_delay") == "5.000\n"
+    with pytest.raises(OSError):
+        a.read("nonexistent")
