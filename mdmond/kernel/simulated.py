@@ -49,6 +49,7 @@ class SimArray:
         self._last_write_end = -math.inf
         self._active_written = trio.Event()  # set when user space acknowledges write-pending
         self._changed = trio.Event()
+        self._pending = False  # kernfs: a notification is pending until the attribute is read again
         self._safe_mode_wakeup = trio.Event()
         self.history: list[ArrayState] = [state]  # every state the array passed through, for tests
 
@@ -60,6 +61,7 @@ class SimArray:
 
     def read(self, attr: str) -> str:
         if attr == "array_state":
+            self._pending = False
             return self._state.value + "\n"
         if attr == "safe_mode_delay":
             return f"{self.safe_mode_delay:.3f}\n"
@@ -91,8 +93,13 @@ class SimArray:
         self._set(new)
 
     async def wait_change(self) -> None:
-        """Return once a notified change happens after this call began."""
-        await self._changed.wait()
+        """Return once a change has been notified since ``array_state`` was last read.
+
+        Like poll on a kernfs file: the notification stays pending until the
+        reader reads the attribute again, so none is lost between read and wait.
+        """
+        if not self._pending:
+            await self._changed.wait()
 
     # -- what the block layer does ---------------------------------------------
 
@@ -147,6 +154,7 @@ class SimArray:
                 self._last_write_end = max(self._last_write_end, trio.current_time())
         self._safe_mode_wakeup.set()
         if notify:
+            self._pending = True
             self._changed.set()
             self._changed = trio.Event()
 

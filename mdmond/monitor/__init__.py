@@ -1,0 +1,1 @@
+"""The monitor: answers the kernel for each array, latency first."""
