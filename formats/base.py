@@ -87,6 +87,14 @@ class ContainerMetadata(ABC):
     def disks(self) -> Mapping[str, Disk]:
         """The present disks by ref: where ``encode``'s writes go."""
 
+    @abstractmethod
+    def attach(self, ref: str, disk: Disk) -> None:
+        """Say where a disk known only by ref (just added as a spare, or just created) lives.
+
+        This is the one mutation outside ``apply``: it changes no bytes, only
+        where ``encode``'s writes for ``ref`` go.
+        """
+
 
 class FormatHandler(ABC):
     """One metadata format."""

@@ -39,6 +39,15 @@ class Disk(Protocol):
     @property
     def sector_size(self) -> int: ...
 
+    @property
+    def serial(self) -> str | None:
+        """The drive's serial number as the drive reports it, or None where there is none.
+
+        IMSM finds a disk's own entry in its table by serial, so an image needs
+        one named for it; normalising it is the format's business.
+        """
+        ...
+
     def read(self, offset: int, length: int) -> bytes: ...
 
     def write(self, offset: int, data: bytes) -> None: ...
@@ -66,12 +75,15 @@ def check_aligned(disk: Disk, offset: int, data: bytes) -> None:
 class MemoryDisk:
     """A disk held in memory: tests, fuzzing, and the basis of dry-run overlays."""
 
-    def __init__(self, data: bytes | bytearray, *, name: str = "<memory>", sector_size: int = 512) -> None:
+    def __init__(
+        self, data: bytes | bytearray, *, name: str = "<memory>", sector_size: int = 512, serial: str | None = None
+    ) -> None:
         if len(data) % sector_size:
             raise ValueError(f"{name}: size {len(data)} is not a multiple of {sector_size}")
         self._data = bytearray(data)
         self._name = name
         self._sector_size = sector_size
+        self.serial = serial
         self.writes: list[tuple[int, int]] = []  # (offset, length) log, for tests and benchmarks
 
     @property
@@ -128,6 +140,10 @@ class OverlayDisk:
     def sector_size(self) -> int:
         return self.base.sector_size
 
+    @property
+    def serial(self) -> str | None:
+        return self.base.serial
+
     def read(self, offset: int, length: int) -> bytes:
         check_span(self, offset, length)
         if not self.sectors:
@@ -165,11 +181,18 @@ class FileDisk:
     """
 
     def __init__(
-        self, path: str, *, writable: bool = False, sector_size: int | None = None, name: str | None = None
+        self,
+        path: str,
+        *,
+        writable: bool = False,
+        sector_size: int | None = None,
+        name: str | None = None,
+        serial: str | None = None,
     ) -> None:
         self._path = path
         self._name = name or path
         self._writable = writable
+        self.serial = serial
         try:
             self._fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
         except OSError as e:
@@ -197,10 +220,25 @@ class FileDisk:
         if self._sector_size not in (512, 4096):
             os.close(self._fd)
             raise DiskIOError(f"unsupported logical sector size {self._sector_size}", disk=path)
+        if self.is_block_device:
+            if serial is None:
+                self.serial = block_device_serial(path)
+            if writable:
+                # Opened now, not at the first write: the first write may be the
+                # one a blocked array is waiting for.
+                try:
+                    self._direct_fd = os.open(path, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
+                except OSError as e:
+                    os.close(self._fd)
+                    raise DiskIOError(f"cannot open for direct I/O: {e.strerror}", disk=path) from e
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def path(self) -> str:
+        return self._path
 
     @property
     def size_bytes(self) -> int:
@@ -226,9 +264,7 @@ class FileDisk:
         check_span(self, offset, len(data))
         check_aligned(self, offset, data)
         try:
-            if self.is_block_device:
-                if self._direct_fd is None:
-                    self._direct_fd = os.open(self._path, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
+            if self._direct_fd is not None:
                 # O_DIRECT wants an aligned buffer; an anonymous mmap is page-aligned.
                 with mmap.mmap(-1, len(data)) as buf:
                     buf.write(data)
@@ -257,3 +293,26 @@ class FileDisk:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def block_device_serial(path: str) -> str | None:
+    """The serial a SCSI/SATA/NVMe device reports, read from sysfs as mdadm reads it.
+
+    The unit serial number VPD page (0x80) is what mdadm asks a SCSI or SATA
+    disk for; NVMe and some drivers only offer ``device/serial``.  The text is
+    returned raw (latin-1) for the format to normalise.
+    """
+    name = os.path.basename(os.path.realpath(path))
+    base = f"/sys/class/block/{name}/device"
+    try:
+        with open(f"{base}/vpd_pg80", "rb") as f:
+            page = f.read(4 + 255)
+        if len(page) >= 4:
+            return page[4 : 4 + page[3]].decode("latin-1")
+    except OSError:
+        pass
+    try:
+        with open(f"{base}/serial", "rb") as f:
+            return f.read(256).decode("latin-1").strip()
+    except OSError:
+        return None

@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("examine", help="show the IMSM/DDF metadata of devices or disk images")
-    ex.add_argument("devices", nargs="+", metavar="DEVICE_OR_IMAGE", help="block device, raw image or .xz image")
+    ex.add_argument(
+        "devices",
+        nargs="+",
+        metavar="DEVICE_OR_IMAGE",
+        help="block device, raw image or .xz image; an image may name its drive's serial as IMAGE,serial=S",
+    )
     ex.add_argument("--json", action="store_true", help="one JSON object per device, in order")
     ex.add_argument(
         "--check-roundtrip",

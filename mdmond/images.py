@@ -17,8 +17,27 @@ from formats.errors import DiskIOError
 MAX_XZ_IMAGE = 4 << 30
 
 
-def open_image(path: str, *, sector_size: int | None = None) -> Disk:
-    """Open a device or an image file read-only (``.xz`` images are decompressed in memory)."""
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``PATH[,serial=SERIAL]`` -> (path, serial).
+
+    An image file has no drive to ask for its serial, and IMSM finds a disk's
+    own entry by serial, so the administrator names it (as qemu's
+    ``-device scsi-hd,serial=`` does).
+    """
+    path, sep, opt = spec.rpartition(",serial=")
+    if not sep:
+        return spec, None
+    if not path or not opt:
+        raise DiskIOError("expected PATH,serial=SERIAL", disk=spec)
+    return path, opt
+
+
+def open_image(spec: str, *, sector_size: int | None = None) -> Disk:
+    """Open a device or an image file read-only (``.xz`` images are decompressed in memory).
+
+    ``spec`` is a path, optionally followed by ``,serial=SERIAL``.
+    """
+    path, serial = split_spec(spec)
     if path.endswith(".xz"):
         try:
             with lzma.open(path) as f:
@@ -30,5 +49,5 @@ def open_image(path: str, *, sector_size: int | None = None) -> Disk:
         ss = sector_size or 512
         if len(data) % ss:
             raise DiskIOError(f"image size {len(data)} is not a multiple of {ss}", disk=path)
-        return MemoryDisk(data, name=path, sector_size=ss)
-    return FileDisk(path, sector_size=sector_size)
+        return MemoryDisk(data, name=path, sector_size=ss, serial=serial)
+    return FileDisk(path, sector_size=sector_size, serial=serial)

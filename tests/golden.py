@@ -59,8 +59,13 @@ def image_path(scenario: str, n: int) -> Path:
 
 
 def open_disk(scenario: str, n: int) -> FileDisk:
-    """Read-only access to a golden image, named as the guest saw it (``/dev/sda`` ...)."""
-    return FileDisk(str(image_path(scenario, n)), name=guest_device(scenario, n))
+    """Read-only access to a golden image, named and serialled as the guest saw it (``/dev/sda``, ``MDVM00000000``)."""
+    return FileDisk(str(image_path(scenario, n)), name=guest_device(scenario, n), serial=golden_serial(n))
+
+
+def golden_serial(n: int) -> str:
+    """The SCSI serial the test bed gives disk ``n``."""
+    return f"MDVM{n:08d}"
 
 
 def overlay(scenario: str, n: int) -> OverlayDisk:

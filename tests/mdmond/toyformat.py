@@ -94,6 +94,11 @@ class ToyMetadata(ContainerMetadata):
     def disks(self) -> Mapping[str, Disk]:
         return self._disks
 
+    def attach(self, ref: str, disk: Disk) -> None:
+        if ref not in self._disks:
+            raise ChangeRejected(f"toy format has no disk {ref!r}")
+        self._disks[ref] = disk
+
 
 def read_back(disk: Disk) -> tuple[int, list[int]] | None:
     """What the toy sector on a disk says: (generation, dirty bytes), or None if absent."""

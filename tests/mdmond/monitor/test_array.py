@@ -81,6 +81,11 @@ async def test_stopped_array_is_marked_clean_and_released(autojump_clock: trio.t
     async with trio.open_nursery() as n:
         n.start_soon(mon.run)
         await md.submit_write()
+        # A stop is a transition (mdmon.md §2.3): the monitor must have seen the
+        # array running first.  Without this, trio's randomised scheduling may
+        # stop the array before the monitor's first look.
+        await trio.testing.wait_all_tasks_blocked()
+        assert mon.previous is S.ACTIVE
         md.write("array_state", "inactive")  # mdadm --stop
     assert mon.previous is S.INACTIVE
     assert not store.model().volume(0).dirty
