@@ -1,0 +1,239 @@
+"""A container's merged IMSM metadata (``ContainerMetadata``): model, validate, apply, encode."""
+
+from __future__ import annotations
+
+import copy
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..base import ContainerMetadata, Write
+from ..blockio import Disk
+from ..changes import Change, Environment
+from ..errors import MetadataError
+from ..model import Container
+from . import model as M
+from . import structs as S
+from .codec import FORMAT, checksum, mpb_bytes_for_disk
+from .disk import IMSMDiskCopy, mpb_writes
+from .records import DiskRec, MpbRec
+
+
+@dataclass
+class Spare:
+    """A disk outside the MPB's table, with its own one-disk spare record."""
+
+    rec: DiskRec
+    disk: Disk | None  # where its record goes; None until the daemon attaches one
+    #: The family its record carries.  mdadm derives it from a static buffer that
+    #: outlives one record (checksum + the *previous* record's family), so it cannot
+    #: be recomputed: an existing record keeps its own, a new one gets the plain sum.
+    family: int | None = None
+
+
+class IMSMContainer(ContainerMetadata):
+    format = FORMAT
+
+    def __init__(
+        self,
+        mpb: MpbRec,
+        sector_size: int,
+        members: dict[int, Disk],
+        spares: list[Spare],
+        tail: bytes,
+        migr_sector: bytes | None = None,
+    ) -> None:
+        self.mpb = mpb
+        self.sector_size = sector_size
+        self.members = members  # table index -> the present disk holding that entry
+        self.spares = spares
+        self.tail = tail  # the winning copy's MPB buffer: source of the bytes after mpb_size
+        self.migr_sector = migr_sector  # the migration record, kept during a general migration
+
+    @classmethod
+    def from_copies(cls, winner: IMSMDiskCopy, members: dict[int, Disk], spares: list[Spare]) -> IMSMContainer:
+        return cls(
+            winner.mpb.clone(),
+            winner.sector_size,
+            members,
+            spares,
+            winner.raw.buffer,
+            winner.raw.migr_sector if _gen_migr(winner.mpb) else None,
+        )
+
+    def copy(self) -> IMSMContainer:
+        return IMSMContainer(
+            self.mpb.clone(),
+            self.sector_size,
+            dict(self.members),
+            [Spare(copy.deepcopy(s.rec), s.disk, s.family) for s in self.spares],
+            self.tail,
+            self.migr_sector,
+        )
+
+    # -- ContainerMetadata -------------------------------------------------------------
+    def model(self) -> Container:
+        gen_bpu = None
+        if self.migr_sector is not None:
+            gen_bpu = struct.unpack_from("<I", self.migr_sector, 16)[0] * (8 if self.sector_size == 4096 else 1)
+        own_sync = bool(self.mpb.num_raid_devs) or any(
+            not self.mpb.disks[i].is_spare for i in self.members if i < len(self.mpb.disks)
+        )
+        return M.container(
+            self.mpb,
+            self.sector_size,
+            {i: d.name for i, d in self.members.items()},
+            [(s.rec, s.disk.name if s.disk else None) for s in self.spares],
+            own_is_sync=own_sync,
+            gen_migr_bpu=gen_bpu,
+        )
+
+    def validate(self) -> None:
+        validate_mpb(self.mpb, self.sector_size)
+        names = {d.serial for d in self.mpb.disks}
+        for s in self.spares:
+            if s.rec.serial in names:
+                raise _err(f"spare {s.rec.serial_text} is also in the disk table", "disk", "serial")
+        for i in self.members:
+            if i >= len(self.mpb.disks):
+                raise _err(f"present disk at table index {i} is outside the table", "mpb", "num_disks")
+
+    def apply(self, changes: Sequence[Change], env: Environment | None = None) -> IMSMContainer:
+        from .apply import apply_changes
+
+        new = self.copy()
+        apply_changes(new, changes, env or Environment())
+        new.validate()
+        return new
+
+    def encode(self) -> dict[str, list[Write]]:
+        """Each present, non-failed member's MPB (mdadm's order), then each spare's record."""
+        self.validate()
+        ss = self.sector_size
+        data = mpb_bytes_for_disk(self.mpb, ss)
+        out: dict[str, list[Write]] = {}
+        zero = bytes(ss)
+        for i in sorted(self.members):
+            rec = self.mpb.disks[i]
+            disk = self.members[i]
+            if self.mpb.num_raid_devs == 0 and rec.is_spare:  # a container of spares only
+                rec_bytes = spare_record(rec, self.mpb.cache_size, ss, self.mpb.family_num)
+                out[rec.serial_text] = mpb_writes(disk.size_bytes // ss, ss, rec_bytes, b"", None)
+                continue
+            if rec.is_failed or rec.is_spare:
+                continue
+            migr = zero if self.migr_sector is None else None
+            out[rec.serial_text] = mpb_writes(disk.size_bytes // ss, ss, data, self.tail, migr)
+        for s in self.spares:
+            if s.disk is None:
+                continue
+            rec_bytes = spare_record(s.rec, self.mpb.cache_size, ss, s.family)
+            out[s.rec.serial_text] = mpb_writes(s.disk.size_bytes // ss, ss, rec_bytes, b"", None)
+        return out
+
+    def disks(self) -> Mapping[str, Disk]:
+        found = {self.mpb.disks[i].serial_text: d for i, d in self.members.items() if i < len(self.mpb.disks)}
+        found.update({s.rec.serial_text: s.disk for s in self.spares if s.disk is not None})
+        return found
+
+    # -- additions ----------------------------------------------------------------------
+    def attach(self, ref: str, disk: Disk) -> None:
+        """Say where a disk lives (a spare from ``AddSpare``, a member of a new container)."""
+        for i, d in enumerate(self.mpb.disks):
+            if d.serial_text == ref:
+                self.members[i] = disk
+                return
+        for s in self.spares:
+            if s.rec.serial_text == ref:
+                s.disk = disk
+                return
+        raise KeyError(ref)
+
+
+def _gen_migr(mpb: MpbRec) -> bool:
+    return any(d.vol.migr_state and d.vol.migr_type == S.MIGR_GEN_MIGR for d in mpb.devs)
+
+
+def _err(msg: str, structure: str, field: str | None = None) -> MetadataError:
+    return MetadataError(msg, format=FORMAT, structure=structure, field=field)
+
+
+def spare_record(d: DiskRec, cache_size: int, ss: int, family: int | None = None) -> bytes:
+    """write_super_imsm_spare: a one-disk MPB, version 1.0.00.
+
+    A new record's family is its checksum taken with family 0 (mdadm's fresh
+    buffer); ``family`` keeps the one an existing record already carries.
+    """
+    attrs = S.MPB_ATTRIB_CHECKSUM_VERIFY | (S.MPB_ATTRIB_2TB_DISK if d.total_blocks_hi else 0)
+    rec = MpbRec(
+        sig=(S.SIGNATURE + b"1.0.00").ljust(S.SIG_LEN, b"\0"),
+        check_sum=0,
+        mpb_size=S.MPB_HEADER_SIZE + S.DISK_ENTRY_SIZE,
+        family_num=0,
+        generation_num=1,
+        error_log_size=0,
+        attributes=attrs,
+        num_disks=1,
+        num_raid_devs=0,
+        error_log_pos=0,
+        fill=0,
+        cache_size=cache_size,
+        orig_family_num=0,
+        pwr_cycle_count=1,
+        bbm_log_size=0,
+        num_raid_devs_created=0,
+        filler1=0,
+        creation_time=0,
+        filler=bytes(128),
+    )
+    rec.disks.append(copy.deepcopy(d))
+    raw = bytearray(mpb_bytes_for_disk(rec, ss))
+    struct.pack_into("<I", raw, 0x28, checksum(raw, len(raw)) if family is None else family)
+    struct.pack_into("<I", raw, 0x20, checksum(raw, len(raw)))
+    return bytes(raw)
+
+
+def validate_mpb(mpb: MpbRec, ss: int) -> None:
+    """What must hold before a byte is built (formats.md §1.16), plus mdadm's own limits."""
+    if len(mpb.disks) > 255:
+        raise _err(f"{len(mpb.disks)} disks (max 255)", "mpb", "num_disks")
+    if len(mpb.devs) > 255:
+        raise _err(f"{len(mpb.devs)} volumes", "mpb", "num_raid_devs")
+    if mpb.num_disks != len(mpb.disks) or mpb.num_raid_devs != len(mpb.devs):
+        raise _err("counts do not match the tables", "mpb", "num_disks")
+    size = mpb.computed_size()
+    if size > S.MAX_MPB_SIZE:
+        raise _err(f"MPB of {size} bytes exceeds the reserved area", "mpb", "mpb_size")
+    if mpb.mpb_size != size:
+        raise _err(f"mpb_size {mpb.mpb_size} is stale ({size})", "mpb", "mpb_size")
+    serials = [d.serial for d in mpb.disks]
+    if len(set(serials)) != len(serials):
+        raise _err("two disk entries share a serial", "disk", "serial")
+    names = [d.volume for d in mpb.devs]
+    if len(set(names)) != len(names):
+        raise _err("two volumes share a name", "dev", "volume")
+    for i, dev in enumerate(mpb.devs):
+        where = f"dev[{i}]"
+        if dev.vol.migr_state not in (0, 1) or len(dev.maps) != 1 + dev.vol.migr_state:
+            raise _err("migr_state does not match the maps", f"{where}.vol", "migr_state")
+        if dev.vol.migr_type > S.MIGR_STATE_CHANGE:
+            raise _err(f"migr_type {dev.vol.migr_type}", f"{where}.vol", "migr_type")
+        for j, m in enumerate(dev.maps):
+            mw = f"{where}.map[{j}]"
+            if m.num_members < 1 or m.num_members != len(m.disk_ord_tbl):
+                raise _err("num_members does not match the ord table", mw, "num_members")
+            if m.map_state > S.MAP_STATE_FAILED:
+                raise _err(f"map_state {m.map_state}", mw, "map_state")
+            if m.failed_disk_num != 0xFF and m.failed_disk_num >= m.num_members:
+                raise _err(f"failed_disk_num {m.failed_disk_num}", mw, "failed_disk_num")
+            if m.blocks_per_strip == 0 or (ss == 4096 and m.blocks_per_strip % 8):
+                raise _err(f"blocks_per_strip {m.blocks_per_strip}", mw, "blocks_per_strip")
+            for slot, o in enumerate(m.disk_ord_tbl):
+                if o & S.ORD_INDEX_MASK >= len(mpb.disks) or o & ~(S.ORD_INDEX_MASK | S.IMSM_ORD_REBUILD):
+                    raise _err(f"ord {o:#x} in slot {slot}", mw, f"disk_ord_tbl[{slot}]")
+    if mpb.bbm is not None:
+        if len(mpb.bbm.entries) > S.BBM_LOG_MAX_ENTRIES:
+            raise _err("too many BBM entries", "bbm_log", "entry_count")
+        for e in mpb.bbm.entries:
+            if e.disk_ordinal >= len(mpb.disks):
+                raise _err(f"BBM entry for disk {e.disk_ordinal}", "bbm_log", "disk_ordinal")
