@@ -56,7 +56,13 @@ class CommitFailed(Exception):
 
 
 class MetadataStore:
-    """The current metadata of one container and the disks it lives on."""
+    """The current metadata of one container and the disks it lives on.
+
+    The store remembers what it last wrote (or read) in each region, so a
+    commit writes only the sectors that changed, in the format's order, and
+    has the rollback bytes in hand without reading the disks first.  A
+    dirty/clean flip is then a few sectors per disk, not the whole metadata.
+    """
 
     def __init__(
         self,
@@ -67,36 +73,99 @@ class MetadataStore:
     ) -> None:
         metadata.validate()
         self._metadata = metadata
+        self._model = metadata.model()
         self._env = env or Environment()
         self._run = runner
+        self._on_disk: dict[str, dict[tuple[int, int], bytes]] = {}  # ref -> (offset, length) -> bytes
         self.commits = 0
-        self.sectors_written = 0
+        self.writes = 0
+        self.bytes_written = 0
 
     @property
     def metadata(self) -> ContainerMetadata:
         return self._metadata
 
     def model(self) -> Container:
-        return self._metadata.model()
+        """The neutral model of what is on disk (cached: the monitor asks on every pass)."""
+        return self._model
+
+    def check(self, changes: Sequence[Change]) -> ContainerMetadata:
+        """Apply to a copy and validate, writing nothing (``ChangeRejected``/``MetadataError``)."""
+        return self._metadata.apply(changes, self._env)
 
     async def commit(self, changes: Sequence[Change]) -> ContainerMetadata:
         """Apply, validate, write to every disk, then adopt. Raises and changes nothing on failure."""
         new = self._metadata.apply(changes, self._env)  # ChangeRejected / MetadataError: nothing written
-        plan = new.encode()
-        disks = new.disks()
-        missing = sorted(set(plan) - set(disks))
-        if missing:
-            raise DiskIOError(f"no open disk for metadata of {', '.join(missing)}", disk=missing[0])
-        await self._run(lambda: _write_with_rollback(plan, disks))
+        await self._write(new)
         self._metadata = new
+        self._model = new.model()
         self.commits += 1
-        self.sectors_written += sum(len(w.data) for ws in plan.values() for w in ws) // 512
         return new
 
+    async def _write(self, new: ContainerMetadata) -> None:
+        full = new.encode()
+        disks = new.disks()
+        missing = sorted(set(full) - set(disks))
+        if missing:
+            raise DiskIOError(f"no open disk for metadata of {', '.join(missing)}", disk=missing[0])
+        plan: dict[str, list[Write]] = {}
+        before: dict[str, list[Write] | None] = {}
+        for ref, writes in full.items():
+            known = self._on_disk.get(ref, {})
+            if all((w.offset, len(w.data)) in known for w in writes):
+                old = [Write(w.offset, known[(w.offset, len(w.data))]) for w in writes]
+                plan[ref], before[ref] = changed_runs(old, writes, disks[ref].sector_size)
+            else:
+                plan[ref], before[ref] = list(writes), None  # T0 is read from the disk first
+        plan = {ref: ws for ref, ws in plan.items() if ws}
+        try:
+            await self._run(lambda: _write_with_rollback(plan, before, disks))
+        except CommitFailed as e:
+            for ref in e.not_restored:
+                self._on_disk.pop(ref, None)  # no longer known: read it back next time
+            raise
+        for ref, writes in full.items():
+            self._on_disk[ref] = {(w.offset, len(w.data)): w.data for w in writes}
+        for ref in set(self._on_disk) - set(full):
+            del self._on_disk[ref]  # a disk that left the container
+        self.writes += sum(len(ws) for ws in plan.values())
+        self.bytes_written += sum(len(w.data) for ws in plan.values() for w in ws)
 
-def _write_with_rollback(plan: Mapping[str, list[Write]], disks: Mapping[str, Disk]) -> None:
-    """Write every disk's plan; on failure put back what was there (runs in a worker thread)."""
-    before = {ref: [Write(w.offset, disks[ref].read(w.offset, len(w.data))) for w in ws] for ref, ws in plan.items()}
+
+def changed_runs(old: Sequence[Write], new: Sequence[Write], sector: int) -> tuple[list[Write], list[Write]]:
+    """The runs of whole sectors where ``new`` differs from ``old`` (same extents), in ``new``'s order.
+
+    Returns (writes, the old bytes of the same runs) so a failure can put back
+    exactly what the runs replaced.
+    """
+    writes: list[Write] = []
+    undo: list[Write] = []
+    for o, n in zip(old, new, strict=True):
+        start: int | None = None
+        for pos in range(0, len(n.data) + sector, sector):
+            same = pos >= len(n.data) or n.data[pos : pos + sector] == o.data[pos : pos + sector]
+            if not same and start is None:
+                start = pos
+            elif same and start is not None:
+                writes.append(Write(n.offset + start, n.data[start:pos]))
+                undo.append(Write(n.offset + start, o.data[start:pos]))
+                start = None
+    return writes, undo
+
+
+def _write_with_rollback(
+    plan: Mapping[str, list[Write]], known: Mapping[str, list[Write] | None], disks: Mapping[str, Disk]
+) -> None:
+    """Write every disk's plan; on failure put back what was there (runs in a worker thread).
+
+    Disks are written one after another, each flushed before the next, so at
+    most one disk's copy can be torn by a crash: mdadm takes the newest intact
+    copy.
+    """
+    before = {
+        ref: known.get(ref) or [Write(w.offset, disks[ref].read(w.offset, len(w.data))) for w in ws]
+        for ref, ws in plan.items()
+    }
     done: dict[str, int] = {}  # writes each disk has taken (a failed flush counts them all as possibly taken)
     try:
         for ref, writes in plan.items():

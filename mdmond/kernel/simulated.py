@@ -1,25 +1,33 @@
-"""A simulated md array with external metadata: the array_state machine.
+"""A simulated md array with external metadata: md's behaviour as user space sees it.
 
-Behaviour follows the kernel's md documentation and the real driver as mdmon
-meets it (reference: mdmon.md §2.3, §7.1):
+The same interface as the real sysfs driver (``MdArray``), the same words in
+the same attributes, and the same notifications, so the monitor cannot tell
+them apart.  Behaviour follows the kernel's md documentation and the real
+driver as mdmon meets it (reference: mdmon.md §2-§7, the test bed's
+transcripts):
 
 * a write to a ``clean`` (or ``read-auto``) array does not proceed: the array
   goes ``write-pending`` and the writer waits until user space writes
   ``active``; the kernel never marks an external array clean itself;
 * once no write has been in flight for ``safe_mode_delay`` seconds, ``active``
-  becomes ``active-idle`` (and, for external metadata, this is notified);
-  a new write turns it back to ``active`` without waiting;
+  becomes ``active-idle`` (notified, for external metadata); a new write turns
+  it back to ``active`` without a notification;
 * user space writes ``clean`` to finish the cycle; the kernel refuses with
-  EBUSY while writes are in flight, and refuses with EINVAL any state that
-  only the kernel may enter (``write-pending``, ``active-idle``,
-  ``suspended``, ``broken``);
-* every change user space must react to is notified (as ``sysfs_notify``
-  would), which ``wait_change`` delivers.
+  EBUSY while writes are in flight, and with EINVAL any state only the kernel
+  may enter;
+* a member that fails becomes ``faulty,blocked``: writes wait until user space
+  has recorded the failure and written ``-blocked``; then md drops it from its
+  slot, and user space may ``remove`` it;
+* a resync (``resync_start`` not ``none``) or a recovery (a member with a slot
+  but not ``in_sync``) runs when the array is writable, publishing progress in
+  ``sync_completed`` every 1/16 of the device (as md_do_sync does), moving
+  ``resync_start``/``recovery_start`` with it, and ends with the member in
+  sync, or is interrupted and keeps its position;
+* reading ``array_state`` clears the pending notification, as reading a
+  kernfs file does, so none is lost between a read and the next wait.
 
-Time is trio's, so tests run it on an autojump clock in simulated time.  The
-per-device states, sync actions and progress come next (issue 4); this module
-is where they will live.  The real kernel's transcripts from the test bed are
-what this simulation must be checked against.
+Time is trio's, so tests run in simulated time on an autojump clock.
+Failure injection: ``fail_device`` and ``inject_write_error``.
 """
 
 from __future__ import annotations
@@ -27,31 +35,96 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import trio
 
-from .values import ArrayState, parse_array_state
+from .values import MAX_SECTOR, ArrayState, SyncAction, parse_array_state, parse_sectors, parse_sync_action
 
 #: md's default ``safe_mode_delay`` (md.rst: 200 ms).
 DEFAULT_SAFE_MODE_DELAY = 0.2
 
+#: Default resync/recovery speed, sectors of simulated time per second (10 MiB/s).
+DEFAULT_SYNC_SPEED = 20480
+
+#: md publishes ``sync_completed`` every 1/16 of the pass (md_do_sync).
+PROGRESS_STEPS = 16
+
+_STOPPED = (ArrayState.CLEAR, ArrayState.INACTIVE, ArrayState.UNREADABLE)
+_WRITABLE = (ArrayState.CLEAN, ArrayState.ACTIVE, ArrayState.WRITE_PENDING, ArrayState.ACTIVE_IDLE)
+
+
+@dataclass
+class SimDevice:
+    """One member's ``dev-*`` directory."""
+
+    name: str  # "sda"
+    slot: int | None  # None: "none"
+    flags: set[str] = field(default_factory=set)
+    recovery_start: int = MAX_SECTOR
+
+    def state_text(self) -> str:
+        return ",".join(f for f in _FLAG_ORDER if f in self.flags)
+
+
+# The order md's state_show prints flags in.
+_FLAG_ORDER = (
+    "faulty",
+    "in_sync",
+    "journal",
+    "write_mostly",
+    "blocked",
+    "spare",
+    "write_error",
+    "want_replacement",
+    "replacement",
+    "external_bbl",
+    "failfast",
+)
+
 
 class SimArray:
-    """One simulated md array with external metadata."""
+    """One simulated md member array of an external-metadata container."""
 
     def __init__(
-        self, name: str, *, state: ArrayState = ArrayState.CLEAN, safe_mode_delay: float = DEFAULT_SAFE_MODE_DELAY
+        self,
+        name: str,
+        *,
+        state: ArrayState = ArrayState.CLEAN,
+        safe_mode_delay: float = DEFAULT_SAFE_MODE_DELAY,
+        level: int = 1,
+        devices: Iterable[str] = ("sda", "sdb"),
+        component_sectors: int = 65536,
+        resync_start: int = MAX_SECTOR,
+        metadata_version: str = "external:/md127/0",
+        sync_speed: int = DEFAULT_SYNC_SPEED,
     ) -> None:
         self.name = name
         self._state = state
         self.safe_mode_delay = safe_mode_delay
+        self.level = level
+        self.component_sectors = component_sectors
+        self.resync_start = resync_start
+        self.metadata_version = metadata_version
+        self.sync_speed = sync_speed
+        self.devs: dict[str, SimDevice] = {}
+        for slot, dev in enumerate(devices):
+            self.devs[dev] = SimDevice(dev, slot, {"in_sync"})
+        self.raid_disks = len(self.devs)
+        self.sync_action = SyncAction.IDLE
+        self.sync_done: int | None = None  # sync_completed's "done" while a pass runs
+        self.frozen = False
         self._in_flight = 0
         self._last_write_end = -math.inf
         self._active_written = trio.Event()  # set when user space acknowledges write-pending
+        self._unblocked = trio.Event()  # set when user space writes -blocked
         self._changed = trio.Event()
-        self._pending = False  # kernfs: a notification is pending until the attribute is read again
-        self._safe_mode_wakeup = trio.Event()
+        self._pending = False  # kernfs: a notification is pending until array_state is read again
+        self._kick = trio.Event()  # wakes the kernel's own tasks (safe-mode timer, sync thread)
+        self._write_errors: dict[str, list[int]] = {}
         self.history: list[ArrayState] = [state]  # every state the array passed through, for tests
+        self.notifications = 0
 
     # -- what user space sees -------------------------------------------------
 
@@ -59,29 +132,174 @@ class SimArray:
     def array_state(self) -> ArrayState:
         return self._state
 
+    @property
+    def degraded(self) -> int:
+        return sum(1 for d in self.devs.values() if d.slot is not None and "in_sync" not in d.flags) + (
+            self.raid_disks - sum(1 for d in self.devs.values() if d.slot is not None)
+        )
+
+    def devices(self) -> tuple[str, ...]:
+        """The ``dev-*`` directories, as listed in sysfs."""
+        return tuple(f"dev-{n}" for n in sorted(self.devs))
+
     def read(self, attr: str) -> str:
+        if self._state is ArrayState.CLEAR and attr != "array_state":
+            raise OSError(errno.ENODEV, f"{self.name}: {attr}: array is gone")
         if attr == "array_state":
             self._pending = False
             return self._state.value + "\n"
+        if attr.startswith("dev-"):
+            dev, _, what = attr[4:].partition("/")
+            d = self._dev(dev)
+            if what == "state":
+                return d.state_text() + "\n"
+            if what == "slot":
+                return ("none" if d.slot is None else str(d.slot)) + "\n"
+            if what == "recovery_start":
+                return _sectors_text(d.recovery_start) + "\n"
+            raise OSError(errno.ENOENT, f"{self.name}: no attribute {attr}")
+        return self._array_attr(attr) + "\n"
+
+    def _array_attr(self, attr: str) -> str:
+        if attr == "sync_action":
+            idle = self.sync_action is SyncAction.IDLE
+            return "frozen" if self.frozen and idle else self.sync_action.value
+        if attr == "sync_completed":
+            return "none" if self.sync_done is None else f"{self.sync_done} / {self._sync_total()}"
+        if attr == "resync_start":
+            return _sectors_text(self.resync_start)
+        if attr == "degraded":
+            return str(self.degraded)
+        if attr == "metadata_version":
+            return self.metadata_version
         if attr == "safe_mode_delay":
-            return f"{self.safe_mode_delay:.3f}\n"
+            return f"{self.safe_mode_delay:.3f}"
+        if attr == "raid_disks":
+            return str(self.raid_disks)
+        if attr == "component_size":
+            return str(self.component_sectors // 2)  # KiB
+        if attr == "level":
+            return f"raid{self.level}"
         raise OSError(errno.ENOENT, f"{self.name}: no attribute {attr}")
 
     def write(self, attr: str, value: str) -> None:
         """Write an attribute as user space would, with the kernel's refusals."""
-        if attr == "safe_mode_delay":
+        if self._write_errors.get(attr):
+            code = self._write_errors[attr].pop(0)
+            raise OSError(code, f"{self.name}: {attr}: injected error")
+        if attr == "array_state":
+            self._write_array_state(value)
+        elif attr == "safe_mode_delay":
             self.safe_mode_delay = float(value)
-            self._safe_mode_wakeup.set()
-            return
-        if attr != "array_state":
+            self._kick_kernel()
+        elif attr == "sync_action":
+            self._write_sync_action(value)
+        elif attr == "resync_start":
+            if self._state.running and self._state is not ArrayState.READONLY:
+                raise OSError(errno.EBUSY, f"{self.name}: resync_start of a running array")
+            pos = parse_sectors(value)
+            if pos is None:
+                raise OSError(errno.EINVAL, f"{self.name}: resync_start {value!r}")
+            self.resync_start = pos
+        elif attr.startswith("dev-"):
+            dev, _, what = attr[4:].partition("/")
+            self._write_dev(self._dev(dev), what, value.strip())
+        else:
             raise OSError(errno.ENOENT, f"{self.name}: no attribute {attr}")
+
+    async def wait_change(self) -> None:
+        """Return once a change has been notified since ``array_state`` was last read."""
+        if not self._pending:
+            await self._changed.wait()
+
+    # -- what the block layer and md's own threads do --------------------------
+
+    async def submit_write(self, duration: float = 0.0) -> None:
+        """A write to the array: blocks while the metadata is clean or a failure is unrecorded."""
+        if self._state in (*_STOPPED, ArrayState.READONLY):
+            raise OSError(errno.EROFS, f"{self.name}: array is {self._state.value}")
+        self._in_flight += 1
+        try:
+            while True:
+                if self._state in (ArrayState.CLEAN, ArrayState.READ_AUTO, ArrayState.WRITE_PENDING):
+                    if self._state is not ArrayState.WRITE_PENDING:
+                        self._set(ArrayState.WRITE_PENDING)
+                    await self._active_written.wait()
+                elif any("blocked" in d.flags for d in self.devs.values()):
+                    await self._unblocked.wait()  # md_wait_for_blocked_rdev
+                elif self._state in _STOPPED:
+                    raise OSError(errno.EIO, f"{self.name}: array stopped under a write")
+                else:
+                    break
+            if self._state is ArrayState.ACTIVE_IDLE:
+                self._set(ArrayState.ACTIVE, notify=False)  # no metadata change is needed
+            await trio.sleep(duration)
+        finally:
+            self._in_flight -= 1
+            self._last_write_end = trio.current_time()
+            self._kick_kernel()
+
+    def fail_device(self, dev: str) -> None:
+        """The device errors: md marks it faulty and, for external metadata, blocked."""
+        d = self._dev(dev)
+        if "faulty" in d.flags:
+            return
+        d.flags -= {"in_sync"}
+        d.flags |= {"faulty", "blocked"}
+        if self.sync_action is not SyncAction.IDLE:
+            self._interrupt_sync()
+        self._notify()
+        self._kick_kernel()
+
+    def add_spare(self, dev: str) -> None:
+        """``new_dev``: the manager adds a container disk to this array (no slot yet)."""
+        if dev in self.devs:
+            raise OSError(errno.EEXIST, f"{self.name}: {dev} is already a member")
+        self.devs[dev] = SimDevice(dev, None, {"spare"}, 0)
+        self._notify()
+
+    def inject_write_error(self, attr: str, code: int = errno.EIO, times: int = 1) -> None:
+        """The next ``times`` writes to ``attr`` fail with ``code``."""
+        self._write_errors.setdefault(attr, []).extend([code] * times)
+
+    async def run(self) -> None:
+        """md's own activity for this array: the safe-mode timer and the sync thread."""
+        self._last_write_end = max(self._last_write_end, trio.current_time())
+        while self._state is not ArrayState.CLEAR:
+            self._kick = trio.Event()
+            deadline = math.inf
+            if self._state is ArrayState.ACTIVE and not self._in_flight and self.safe_mode_delay > 0:
+                deadline = self._last_write_end + self.safe_mode_delay
+                if trio.current_time() >= deadline:
+                    self._set(ArrayState.ACTIVE_IDLE)  # notified for external metadata
+                    continue
+            if self.sync_action is SyncAction.IDLE and not self.frozen:
+                self._maybe_start_sync()
+            if self.sync_action is not SyncAction.IDLE:
+                deadline = min(deadline, self._next_step_at)
+                if trio.current_time() >= self._next_step_at:
+                    self._sync_step()
+                    continue
+            with trio.move_on_at(deadline):
+                await self._kick.wait()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _dev(self, dev: str) -> SimDevice:
+        d = self.devs.get(dev)
+        if d is None:
+            raise OSError(errno.ENOENT, f"{self.name}: no device {dev}")
+        return d
+
+    def _write_array_state(self, value: str) -> None:
         new = parse_array_state(value)
         if new is ArrayState.UNREADABLE or not new.writable_by_us:
             raise OSError(errno.EINVAL, f"{self.name}: cannot write array_state {value.strip()!r}")
         if new is ArrayState.ACTIVE:
             if self._state in (ArrayState.WRITE_PENDING, ArrayState.CLEAN, ArrayState.ACTIVE_IDLE):
                 self._set(ArrayState.ACTIVE)
-                self._release_writers()
+                self._active_written.set()
+                self._active_written = trio.Event()
             elif self._state in (ArrayState.READONLY, ArrayState.READ_AUTO):
                 self._set(ArrayState.ACTIVE)
             return
@@ -90,58 +308,153 @@ class SimArray:
                 raise OSError(errno.EBUSY, f"{self.name}: writes in flight")
             self._set(ArrayState.CLEAN)
             return
+        if new in (ArrayState.INACTIVE, ArrayState.CLEAR) and self.sync_action is not SyncAction.IDLE:
+            self._interrupt_sync()
         self._set(new)
+        self._active_written.set()  # writers waiting on a stopped array fail
+        self._kick_kernel()
 
-    async def wait_change(self) -> None:
-        """Return once a change has been notified since ``array_state`` was last read.
+    def _write_sync_action(self, value: str) -> None:
+        action = parse_sync_action(value)
+        if action in (SyncAction.IDLE, SyncAction.FROZEN):
+            self.frozen = action is SyncAction.FROZEN
+            if self.sync_action is not SyncAction.IDLE:
+                self._interrupt_sync()
+            self._kick_kernel()
+            return
+        if action in (SyncAction.CHECK, SyncAction.REPAIR):
+            if self.sync_action is not SyncAction.IDLE:
+                raise OSError(errno.EBUSY, f"{self.name}: {self.sync_action.value} is running")
+            self._start_sync(action, 0)
+            return
+        if action in (SyncAction.RESYNC, SyncAction.RECOVER):
+            self.frozen = False
+            self._kick_kernel()
+            return
+        raise OSError(errno.EINVAL, f"{self.name}: sync_action {value.strip()!r}")
 
-        Like poll on a kernfs file: the notification stays pending until the
-        reader reads the attribute again, so none is lost between read and wait.
-        """
-        if not self._pending:
-            await self._changed.wait()
-
-    # -- what the block layer does ---------------------------------------------
-
-    async def submit_write(self, duration: float = 0.0) -> None:
-        """A write to the array: blocks while the metadata is clean, then takes ``duration``."""
-        if self._state in (ArrayState.READONLY, ArrayState.CLEAR, ArrayState.INACTIVE, ArrayState.UNREADABLE):
-            raise OSError(errno.EROFS, f"{self.name}: array is {self._state.value}")
-        self._in_flight += 1
-        try:
-            while self._state in (ArrayState.CLEAN, ArrayState.READ_AUTO, ArrayState.WRITE_PENDING):
-                if self._state is not ArrayState.WRITE_PENDING:
-                    self._set(ArrayState.WRITE_PENDING)
-                await self._active_written.wait()
-            if self._state is ArrayState.ACTIVE_IDLE:
-                # active-idle -> active is not notified: no metadata change is needed.
-                self._set(ArrayState.ACTIVE, notify=False)
-            await trio.sleep(duration)
-        finally:
-            self._in_flight -= 1
-            self._last_write_end = trio.current_time()
-            self._safe_mode_wakeup.set()
-
-    async def run_safe_mode_timer(self) -> None:
-        """The kernel's safe-mode timer: active with nothing in flight for the delay → active-idle.
-
-        The delay counts from the last write's end, or from when the array
-        became active (or the timer started), whichever is later.
-        """
-        self._last_write_end = max(self._last_write_end, trio.current_time())
-        while True:
-            self._safe_mode_wakeup = trio.Event()
-            if self._state is ArrayState.ACTIVE and not self._in_flight and self.safe_mode_delay > 0:
-                deadline = self._last_write_end + self.safe_mode_delay
-                if trio.current_time() >= deadline:
-                    self._set(ArrayState.ACTIVE_IDLE)  # notified for external metadata
-                    continue
-                with trio.move_on_at(deadline):
-                    await self._safe_mode_wakeup.wait()
+    def _write_dev(self, d: SimDevice, what: str, value: str) -> None:
+        if what == "state":
+            if value == "-blocked":
+                d.flags.discard("blocked")
+                if "faulty" in d.flags:
+                    d.slot = None  # md's remove_and_add_spares takes it out of the personality
+                self._unblocked.set()
+                self._unblocked = trio.Event()
+                self._notify()
+                self._kick_kernel()
+            elif value == "faulty":
+                self.fail_device(d.name)
+            elif value == "remove":
+                if d.slot is not None and "faulty" not in d.flags:
+                    raise OSError(errno.EBUSY, f"{self.name}: {d.name} is an active member")
+                if "blocked" in d.flags:
+                    raise OSError(errno.EBUSY, f"{self.name}: {d.name} is blocked")
+                del self.devs[d.name]
+                self._notify()
+            elif value in ("in_sync", "+in_sync"):
+                d.flags.add("in_sync")
+                d.recovery_start = MAX_SECTOR
+            elif value in ("-in_sync",):
+                d.flags.discard("in_sync")
             else:
-                await self._safe_mode_wakeup.wait()
+                raise OSError(errno.EINVAL, f"{self.name}: dev-{d.name}/state {value!r}")
+        elif what == "slot":
+            if self._state.running and self.sync_action is not SyncAction.IDLE:
+                raise OSError(errno.EBUSY, f"{self.name}: a sync is running")
+            slot = None if value == "none" else int(value)
+            if slot is not None and any(o.slot == slot and o is not d for o in self.devs.values()):
+                raise OSError(errno.EBUSY, f"{self.name}: slot {slot} is taken")
+            d.slot = slot
+            if slot is None:
+                d.flags.add("spare")
+            else:
+                d.flags.discard("spare")
+            self._kick_kernel()
+        elif what == "recovery_start":
+            pos = parse_sectors(value)
+            if pos is None:
+                raise OSError(errno.EINVAL, f"{self.name}: recovery_start {value!r}")
+            d.recovery_start = pos
+            if pos == MAX_SECTOR:
+                d.flags.add("in_sync")
+        else:
+            raise OSError(errno.ENOENT, f"{self.name}: no attribute dev-{d.name}/{what}")
 
-    # -- internals ---------------------------------------------------------------
+    # The sync thread: one pass at a time, progress in 1/16 steps.
+
+    _next_step_at = math.inf
+    _sync_dev: SimDevice | None = None
+
+    def _sync_total(self) -> int:
+        return self.component_sectors
+
+    def _rebuild_target(self) -> SimDevice | None:
+        for d in sorted(self.devs.values(), key=lambda d: d.slot if d.slot is not None else 1 << 30):
+            if d.slot is not None and not d.flags & {"in_sync", "faulty"}:
+                return d
+        return None
+
+    def _maybe_start_sync(self) -> None:
+        if self._state not in _WRITABLE or any(
+            "faulty" in d.flags and "blocked" in d.flags for d in self.devs.values()
+        ):
+            return
+        if self.level == 0:
+            return
+        target = self._rebuild_target()
+        if target is not None and self.degraded < self.raid_disks:
+            start = 0 if target.recovery_start == MAX_SECTOR else target.recovery_start
+            self._sync_dev = target
+            self._start_sync(SyncAction.RECOVER, start)
+        elif self.resync_start != MAX_SECTOR and self.degraded == 0:
+            self._start_sync(SyncAction.RESYNC, self.resync_start)
+
+    def _start_sync(self, action: SyncAction, start: int) -> None:
+        self.sync_action = action
+        self.sync_done = start
+        self._next_step_at = trio.current_time() + self._step() / self.sync_speed
+        self._notify()
+        self._kick_kernel()
+
+    def _step(self) -> int:
+        return max(1, -(-self._sync_total() // PROGRESS_STEPS))
+
+    def _sync_step(self) -> None:
+        assert self.sync_done is not None
+        self.sync_done = min(self._sync_total(), self.sync_done + self._step())
+        self._checkpoint(self.sync_done)
+        if self.sync_done >= self._sync_total():
+            self._finish_sync()
+        else:
+            self._next_step_at = trio.current_time() + self._step() / self.sync_speed
+            self._notify()
+
+    def _checkpoint(self, done: int) -> None:
+        if self.sync_action is SyncAction.RECOVER and self._sync_dev is not None:
+            self._sync_dev.recovery_start = done
+        elif self.sync_action is SyncAction.RESYNC:
+            self.resync_start = done
+
+    def _finish_sync(self) -> None:
+        if self.sync_action is SyncAction.RECOVER and self._sync_dev is not None:
+            self._sync_dev.flags.add("in_sync")
+            self._sync_dev.recovery_start = MAX_SECTOR
+        elif self.sync_action is SyncAction.RESYNC:
+            self.resync_start = MAX_SECTOR
+        self._end_sync()
+
+    def _interrupt_sync(self) -> None:
+        if self.sync_done is not None:
+            self._checkpoint(self.sync_done)
+        self._end_sync()
+
+    def _end_sync(self) -> None:
+        self.sync_action = SyncAction.IDLE
+        self.sync_done = None
+        self._sync_dev = None
+        self._next_step_at = math.inf
+        self._notify()
 
     def _set(self, state: ArrayState, *, notify: bool = True) -> None:
         if state is self._state:
@@ -152,12 +465,19 @@ class SimArray:
             # Outside trio (not running yet) the timer takes its own start time.
             with contextlib.suppress(RuntimeError):
                 self._last_write_end = max(self._last_write_end, trio.current_time())
-        self._safe_mode_wakeup.set()
+        self._kick_kernel()
         if notify:
-            self._pending = True
-            self._changed.set()
-            self._changed = trio.Event()
+            self._notify()
 
-    def _release_writers(self) -> None:
-        self._active_written.set()
-        self._active_written = trio.Event()
+    def _notify(self) -> None:
+        self.notifications += 1
+        self._pending = True
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _kick_kernel(self) -> None:
+        self._kick.set()
+
+
+def _sectors_text(pos: int) -> str:
+    return "none" if pos == MAX_SECTOR else str(pos)

@@ -24,9 +24,14 @@ the metadata is marked clean.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from ..kernel.values import ArrayState
+from formats.changes import Change, EndMigration, FailDisk, MemberInSync, SetCheckpoint, SetDirty, StartResync
+from formats.model import Member, MemberState, MigrationType, Volume, VolumeState
+
+from ..kernel.snapshot import ArraySnapshot
+from ..kernel.values import MAX_SECTOR, ArrayState, SyncAction
 
 
 @dataclass(frozen=True)
@@ -71,3 +76,181 @@ def decide(
             return Decision(dirty=True, write_state=s.ACTIVE)
         return Decision(dirty=False, write_state=s.READ_AUTO)
     return Decision()  # active, suspended, read-auto: nothing to do
+
+
+# -- the whole pass: array state, failed members, sync progress ----------------
+
+#: Migrations that a resync (md's ``resync``) carries out.
+_RESYNC_MIGRATIONS = (MigrationType.INIT, MigrationType.REPAIR, MigrationType.VERIFY)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the monitor remembers between passes about one volume's sync."""
+
+    last_checkpoint: int = 0  # sectors recorded in the metadata
+    recorded_at: float = -math.inf  # when (trio time)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one pass does for one array, in the order it is done.
+
+    ``changes`` are committed to every disk first; only then is ``write_state``
+    written, then ``-blocked`` to each of ``unblock``.  ``remove`` and
+    ``check_degraded`` are requests to the manager, which may block.
+    """
+
+    changes: tuple[Change, ...] = ()
+    write_state: ArrayState | None = None
+    unblock: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    stop: bool = False
+    check_degraded: bool = False
+    progress: Progress = Progress()
+    wake_at: float = math.inf  # a deferred checkpoint falls due then
+
+
+def keeps_checkpoint(vol: Volume) -> bool:
+    """The format records how far the volume's current sync has got (DDF does not)."""
+    return vol.migration is not None and vol.migration.checkpoint_sectors is not None
+
+
+def resync_owed(snap: ArraySnapshot, vol: Volume) -> bool:
+    """md or the metadata says some stripes may be inconsistent."""
+    return snap.resync_start != MAX_SECTOR or vol.migration is not None or vol.state is VolumeState.UNINITIALIZED
+
+
+def plan(
+    now: ArraySnapshot,
+    before: ArraySnapshot,
+    vol: Volume,
+    progress: Progress,
+    *,
+    clock: float,
+    interval: float,
+) -> Plan:
+    """mdmon's ``read_and_act`` for one array, as a pure function of what was read.
+
+    ``interval`` bounds how often a running sync's progress is recorded; a
+    return to idle is always recorded.
+    """
+    d = decide(now.array_state, before.array_state, needs_resync=resync_owed(now, vol), blocked=now.blocked)
+    changes: list[Change] = []
+    dirty = d.dirty
+    if dirty is False and now.resync_start != MAX_SECTOR and not keeps_checkpoint(vol):
+        # Clean would lose the owed resync: the format has nowhere else to keep it.
+        dirty = None
+    if d.stop:
+        if dirty is False and vol.dirty:
+            changes.append(SetDirty(vol.index, False))
+        return Plan(tuple(changes), d.write_state, stop=True, progress=progress)
+
+    write_state = d.write_state
+    unblock: list[str] = []
+    remove: list[str] = []
+    check_degraded = False
+    for dev in now.devs:
+        if not dev.state.faulty:
+            continue
+        check_degraded = True
+        member = _member(vol, dev.slot)
+        if member is not None and member.state is not MemberState.FAILED and member.disk_ref is not None:
+            changes.append(FailDisk(member.disk_ref))
+        if dev.state.blocked and member is not None:
+            # Written after the commit, so the failure is on disk first.  A blocked
+            # device that names no member stays blocked: releasing writes with the
+            # failure unrecorded could resurrect stale data after a crash.
+            unblock.append(dev.name)
+        if now.array_state is ArrayState.READ_AUTO:
+            dirty, write_state = True, ArrayState.ACTIVE  # writable, so the member can be removed
+        if now.array_state.rank > ArrayState.READONLY.rank:
+            remove.append(dev.name)
+    if dirty is not None and dirty != vol.dirty:
+        changes.insert(0, SetDirty(vol.index, dirty))
+
+    p_changes, progress, wake_at, done = _progress(now, before, vol, progress, clock, interval)
+    changes.extend(p_changes)
+    return Plan(
+        tuple(_unique(changes)),
+        write_state,
+        tuple(unblock),
+        tuple(remove),
+        check_degraded=check_degraded or done,
+        progress=progress,
+        wake_at=wake_at,
+    )
+
+
+def _progress(
+    now: ArraySnapshot, before: ArraySnapshot, vol: Volume, progress: Progress, clock: float, interval: float
+) -> tuple[list[Change], Progress, float, bool]:
+    """Checkpoints and completion (mdmon.md §2.6): (changes, progress, wake_at, ask for a spare)."""
+    changes: list[Change] = []
+    wake_at = math.inf
+    action = now.sync_action
+    mig = vol.migration
+    ended = before.sync_action in (SyncAction.RESYNC, SyncAction.RECOVER) and action in (
+        SyncAction.IDLE,
+        SyncAction.FROZEN,
+    )
+    # A resync md has started that the metadata does not know of yet.
+    if action is SyncAction.RESYNC and mig is None and vol.level != 0 and vol.state is not VolumeState.DEGRADED:
+        changes.append(StartResync(vol.index))
+    # Completion is read from state, not only from transitions, so a pass that
+    # missed the transition (a restart) still closes what md has finished.
+    resync_done = now.resync_start == MAX_SECTOR and action is not SyncAction.RESYNC
+    if resync_done and mig is not None and mig.type in _RESYNC_MIGRATIONS:
+        changes.append(EndMigration(vol.index))
+        return changes, Progress(), wake_at, True
+    if action is not SyncAction.RECOVER:
+        finished = [
+            dev
+            for dev in now.devs
+            if dev.state.in_sync
+            and (m := _member(vol, dev.slot)) is not None
+            and m.state in (MemberState.REBUILDING, MemberState.OUT_OF_SYNC)
+        ]
+        if finished:
+            changes.extend(MemberInSync(vol.index, dev.slot) for dev in finished if dev.slot is not None)
+            return changes, Progress(), wake_at, True
+    if not keeps_checkpoint(vol):
+        return changes, progress, wake_at, ended
+    if ended:
+        # Interrupted: md keeps its position in resync_start / recovery_start.
+        pos = now.resync_start if before.sync_action is SyncAction.RESYNC else _recovery_position(now, vol)
+        if pos is not None and pos != MAX_SECTOR and pos != progress.last_checkpoint:
+            changes.append(SetCheckpoint(vol.index, pos))
+            progress = Progress(pos, clock)
+        return changes, progress, wake_at, True
+    if action in (SyncAction.RESYNC, SyncAction.RECOVER) and now.sync_completed > progress.last_checkpoint:
+        due = progress.recorded_at + interval
+        if clock >= due:
+            changes.append(SetCheckpoint(vol.index, now.sync_completed))
+            progress = Progress(now.sync_completed, clock)
+        else:
+            wake_at = due
+    return changes, progress, wake_at, False
+
+
+def _recovery_position(now: ArraySnapshot, vol: Volume) -> int | None:
+    """The rebuild target's ``recovery_start``: how far md got onto it."""
+    for dev in now.devs:
+        m = _member(vol, dev.slot)
+        if m is not None and m.state is MemberState.REBUILDING and not dev.state.faulty:
+            return dev.recovery_start
+    return None
+
+
+def _member(vol: Volume, slot: int | None) -> Member | None:
+    if slot is None:
+        return None
+    return next((m for m in vol.members if m.slot == slot), None)
+
+
+def _unique(changes: list[Change]) -> list[Change]:
+    seen: list[Change] = []
+    for c in changes:
+        if c not in seen:
+            seen.append(c)
+    return seen

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import formats.imsm
+from formats.base import Write, first_difference, write_all
+from formats.blockio import MemoryDisk
 from formats.changes import SetDirty
 from formats.errors import ChangeRejected
-from mdmond.metadata import CommitFailed, MetadataStore
+from mdmond.metadata import CommitFailed, MetadataStore, changed_runs
+from tests.golden import disk_count, overlay
 
 from .toyformat import FlakyDisk, ToyMetadata, read_back
 
@@ -21,7 +27,7 @@ async def test_commit_reaches_every_disk_before_it_is_adopted() -> None:
     await store.commit([SetDirty(0, True)])
     assert store.model().volumes[0].dirty
     assert all(read_back(d) == (1, [1]) for d in disks.values())
-    assert store.commits == 1 and store.sectors_written == 3
+    assert store.commits == 1 and store.writes == 3 and store.bytes_written == 3 * 512
 
 
 async def test_rejected_change_writes_nothing() -> None:
@@ -69,3 +75,61 @@ async def test_store_runs_disk_work_through_its_runner() -> None:
     store = MetadataStore(ToyMetadata(disks), runner=recording)
     await store.commit([SetDirty(0, True)])
     assert len(calls) == 1
+
+
+def test_changed_runs_finds_whole_sector_runs_in_order() -> None:
+    old = Write(4096, bytes(512 * 6))
+    new = bytearray(old.data)
+    new[5] = 1  # sector 0
+    new[512 * 2 + 7] = 1  # sectors 2..3
+    new[512 * 3] = 1
+    new[512 * 6 - 1] = 1  # sector 5, the last
+    writes, undo = changed_runs([old], [Write(4096, bytes(new))], 512)
+    assert [(w.offset, len(w.data)) for w in writes] == [(4096, 512), (4096 + 1024, 1024), (4096 + 2560, 512)]
+    assert [(w.offset, len(w.data)) for w in undo] == [(w.offset, len(w.data)) for w in writes]
+    assert all(u.data == bytes(len(u.data)) for u in undo)
+
+
+@given(st.binary(min_size=2048, max_size=2048), st.lists(st.integers(0, 2047), max_size=20))
+def test_changed_runs_reproduce_the_new_bytes(base: bytes, flips: list[int]) -> None:
+    new = bytearray(base)
+    for i in flips:
+        new[i] ^= 0xFF
+    disk = MemoryDisk(bytes(8192))
+    disk.write(1024, base)
+    writes, undo = changed_runs([Write(1024, base)], [Write(1024, bytes(new))], 512)
+    write_all(disk, writes)
+    assert disk.read(1024, 2048) == bytes(new)
+    assert sum(len(w.data) for w in writes) == 512 * len({i // 512 for i in flips if new[i] != base[i]})
+    write_all(disk, undo)
+    assert disk.read(1024, 2048) == base
+
+
+async def test_second_commit_writes_only_changed_sectors_and_reads_nothing() -> None:
+    store, disks = make()
+    await store.commit([SetDirty(0, True)])
+    reads = {ref: d.reads for ref, d in disks.items()}
+    before = store.bytes_written
+    await store.commit([SetDirty(0, False)])
+    assert {ref: d.reads for ref, d in disks.items()} == reads  # rollback bytes were in hand
+    assert store.bytes_written - before == 3 * 512
+    assert all(read_back(d) == (2, [0]) for d in disks.values())
+
+
+async def test_imsm_dirty_flip_writes_a_few_sectors_and_mdadm_copy_stays_valid() -> None:
+    disks = [overlay("imsm-raid5", n) for n in range(disk_count("imsm-raid5"))]
+    h = formats.imsm.HANDLER
+    store = MetadataStore(h.assemble([h.load(d) for d in disks]), runner=inline)
+    await store.commit([SetDirty(0, True)])  # first commit: whole metadata, T0 read from disk
+    first = store.bytes_written
+    await store.commit([SetDirty(0, False)])
+    flip = store.bytes_written - first
+    assert flip <= 2 * 512 * len(disks) < first
+    again = h.assemble([h.load(d) for d in disks]).model()
+    assert not again.volume(0).dirty and again.generation == store.model().generation
+    for d in disks:
+        assert first_difference(d, h.load(d).encode()) is None
+
+
+async def inline(fn):  # type: ignore[no-untyped-def]
+    fn()

@@ -27,6 +27,11 @@ class FlakyDisk(MemoryDisk):
     def __init__(self, size: int, name: str) -> None:
         super().__init__(bytes(size), name=name)
         self.fail_after: int | None = None
+        self.reads = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.reads += 1
+        return super().read(offset, length)
 
     def write(self, offset: int, data: bytes) -> None:
         if self.fail_after is not None:

@@ -40,7 +40,7 @@ async def test_idle_array_goes_active_idle_after_safe_mode_delay_then_clean(
 ) -> None:
     a = SimArray("md126", state=S.ACTIVE, safe_mode_delay=5.0)
     async with trio.open_nursery() as n:
-        n.start_soon(a.run_safe_mode_timer)
+        n.start_soon(a.run)
         t0 = trio.current_time()
         await a.wait_change()
         assert a.array_state is S.ACTIVE_IDLE  # notified: external metadata must react
