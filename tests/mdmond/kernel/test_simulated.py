@@ -112,3 +112,81 @@ def test_attributes_read_as_sysfs_prints_them() -> None:
     assert a.read("safe_mode_delay") == "5.000\n"
     with pytest.raises(OSError):
         a.read("nonexistent")
+
+
+# -- members, failures and the sync thread ----------------------------------------
+
+
+async def test_failed_member_holds_writes_until_unblocked_then_leaves_its_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = SimArray("md126", state=S.ACTIVE, level=5, devices=("sda", "sdb", "sdc"))
+    a.fail_device("sdb")
+    assert a.read("dev-sdb/state") == "faulty,blocked\n" and a.read("degraded") == "1\n"
+    with pytest.raises(OSError) as e:
+        a.write("dev-sdb/state", "remove")
+    assert e.value.errno == errno.EBUSY
+    async with trio.open_nursery() as n:
+        n.start_soon(a.submit_write)
+        await trio.sleep(100)
+        assert a._in_flight == 1  # held: the failure is not acknowledged
+        a.write("dev-sdb/state", "-blocked")
+    assert a.read("dev-sdb/slot") == "none\n"
+    a.write("dev-sdb/state", "remove")
+    assert a.devices() == ("dev-sda", "dev-sdc")
+
+
+async def test_recovery_onto_a_new_member_publishes_progress_and_ends_in_sync(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = SimArray("md126", state=S.ACTIVE, level=5, devices=("sda", "sdb", "sdc"), component_sectors=49152)
+    a.fail_device("sdb")
+    a.write("dev-sdb/state", "-blocked")
+    a.write("dev-sdb/state", "remove")
+    a.add_spare("sdd")
+    a.write("dev-sdd/slot", "1")
+    a.write("dev-sdd/recovery_start", "0")
+    a.read("array_state")  # consume the notifications so far
+    seen = []
+    async with trio.open_nursery() as n:
+        n.start_soon(a.run)
+        while True:
+            await a.wait_change()
+            a.read("array_state")
+            seen.append((a.read("sync_action").strip(), a.read("sync_completed").strip()))
+            if seen[-1][0] == "idle" and len(seen) > 1:
+                break
+        n.cancel_scope.cancel()
+    assert seen[0] == ("recover", "0 / 49152")
+    assert seen[1] == ("recover", "3072 / 49152")  # 1/16 of the device per notification
+    assert seen[-1] == ("idle", "none")
+    assert a.read("dev-sdd/state") == "in_sync\n" and a.read("dev-sdd/recovery_start") == "none\n"
+    assert a.read("degraded") == "0\n"
+
+
+async def test_interrupted_resync_keeps_its_position_and_resumes_from_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = SimArray("md126", state=S.ACTIVE, component_sectors=16 * 1024, resync_start=0, sync_speed=1024)
+    async with trio.open_nursery() as n:
+        n.start_soon(a.run)
+        await trio.sleep(5.5)
+        a.write("sync_action", "frozen")
+        await trio.sleep(1)
+        assert a.read("sync_action") == "frozen\n" and a.read("resync_start") == "5120\n"
+        a.write("sync_action", "resync")
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.read("sync_completed") == "5120 / 16384\n"
+        await trio.sleep(20)
+        n.cancel_scope.cancel()
+    assert a.read("resync_start") == "none\n" and a.read("sync_action") == "idle\n"
+
+
+def test_injected_attribute_write_error_fails_that_write_only() -> None:
+    a = SimArray("md126", state=S.ACTIVE)
+    a.inject_write_error("array_state", errno.EIO)
+    with pytest.raises(OSError) as e:
+        a.write("array_state", "clean")
+    assert e.value.errno == errno.EIO
+    a.write("array_state", "clean")
+    assert a.array_state is S.CLEAN

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from formats.changes import EndMigration, FailDisk, MemberInSync, SetCheckpoint, SetDirty, StartResync
+from formats.model import Member, MemberState, Migration, MigrationType, Volume, VolumeState
+from mdmond.kernel.snapshot import ArraySnapshot, DevSnapshot
+from mdmond.kernel.values import MAX_SECTOR, SyncAction, parse_dev_state
 from mdmond.kernel.values import ArrayState as S
-from mdmond.monitor.rules import Decision, decide
+from mdmond.monitor.rules import Decision, Plan, Progress, decide, plan
 
 
 @pytest.mark.parametrize(
@@ -42,3 +48,110 @@ def test_never_lets_writes_through_without_recording_dirty(observed: S, previous
         assert observed in (S.CLEAN, S.BROKEN, S.READONLY, S.CLEAR, S.INACTIVE, S.UNREADABLE)
     if d.write_state is not None:
         assert d.write_state.writable_by_us
+
+
+# -- the whole pass (plan) -------------------------------------------------------
+
+VOL = Volume(
+    index=0,
+    name="vol0",
+    uuid="u",
+    level=5,
+    layout=0,
+    raid_disks=3,
+    chunk_sectors=256,
+    size_sectors=2 * 49152,
+    component_sectors=49152,
+    members=tuple(Member(i, f"D{i}", MemberState.IN_SYNC) for i in range(3)),
+    state=VolumeState.NORMAL,
+    dirty=True,
+)
+
+
+def dev(name: str, flags: str, slot: int | None, rs: int = MAX_SECTOR) -> DevSnapshot:
+    return DevSnapshot(name, parse_dev_state(flags), slot, rs)
+
+
+def snap(state: S = S.ACTIVE, *devs: DevSnapshot, **kw: object) -> ArraySnapshot:
+    return ArraySnapshot(state, devs=devs or (dev("sda", "in_sync", 0), dev("sdb", "in_sync", 1)), **kw)  # type: ignore[arg-type]
+
+
+def run(now: ArraySnapshot, before: ArraySnapshot | None = None, vol: Volume = VOL, **kw: object) -> Plan:
+    args: dict[str, object] = {"clock": 100.0, "interval": 1.0, **kw}
+    progress = args.pop("progress", Progress())
+    return plan(now, before or snap(), vol, progress, **args)  # type: ignore[arg-type]
+
+
+def test_faulty_blocked_member_is_failed_then_unblocked_and_removal_requested() -> None:
+    p = run(snap(S.ACTIVE, dev("sda", "in_sync", 0), dev("sdb", "faulty,blocked", 1)))
+    assert p.changes == (FailDisk("D1"),)
+    assert p.unblock == ("sdb",) and p.remove == ("sdb",) and p.check_degraded
+
+
+def test_failure_already_recorded_is_not_recorded_again_but_still_unblocked() -> None:
+    failed = replace(VOL, members=(VOL.members[0], replace(VOL.members[1], state=MemberState.FAILED), VOL.members[2]))
+    p = run(snap(S.ACTIVE, dev("sdb", "faulty,blocked", 1)), vol=failed)
+    assert p.changes == () and p.unblock == ("sdb",)
+
+
+def test_blocked_device_that_names_no_member_stays_blocked() -> None:
+    p = run(snap(S.ACTIVE, dev("sdx", "faulty,blocked", None)))
+    assert p.unblock == () and p.changes == ()
+
+
+def test_failure_on_read_auto_array_marks_dirty_and_writes_active() -> None:
+    clean = replace(VOL, dirty=False)
+    p = run(snap(S.READ_AUTO, dev("sdb", "faulty,blocked", 1)), before=snap(S.READ_AUTO), vol=clean)
+    assert p.changes[0] == SetDirty(0, True) and FailDisk("D1") in p.changes
+    assert p.write_state is S.ACTIVE
+    assert p.remove == ("sdb",)  # read-auto ranks above readonly: md can let it go
+
+
+REBUILD = replace(
+    VOL,
+    members=(VOL.members[0], replace(VOL.members[1], disk_ref="D3", state=MemberState.REBUILDING), VOL.members[2]),
+    state=VolumeState.DEGRADED,
+    migration=Migration(MigrationType.REBUILD, 0),
+)
+
+
+def test_running_recovery_is_checkpointed_no_more_often_than_the_interval() -> None:
+    now = snap(S.ACTIVE, dev("sdd", "", 1, 3080), sync_action=SyncAction.RECOVER, sync_completed=3080)
+    p = run(now, vol=REBUILD, progress=Progress(0, 99.5), clock=100.0)
+    assert p.changes == () and p.wake_at == 100.5  # due later: the loop wakes for it
+    p = run(now, vol=REBUILD, progress=Progress(0, 99.0), clock=100.0)
+    assert p.changes == (SetCheckpoint(0, 3080),) and p.progress == Progress(3080, 100.0)
+
+
+def test_interrupted_recovery_records_the_rebuild_targets_position() -> None:
+    before = snap(S.ACTIVE, sync_action=SyncAction.RECOVER)
+    now = snap(S.ACTIVE, dev("sda", "in_sync", 0), dev("sdd", "", 1, 12288), sync_action=SyncAction.IDLE)
+    p = run(now, before, vol=REBUILD, progress=Progress(6160, 0.0))
+    assert p.changes == (SetCheckpoint(0, 12288),) and p.check_degraded
+
+
+def test_finished_recovery_puts_the_member_in_sync_even_after_a_missed_transition() -> None:
+    now = snap(S.ACTIVE, dev("sda", "in_sync", 0), dev("sdd", "in_sync", 1), sync_action=SyncAction.IDLE)
+    p = run(now, now, vol=REBUILD, progress=Progress(40000, 0.0))
+    assert p.changes == (MemberInSync(0, 1),) and p.progress == Progress()
+
+
+def test_resync_md_started_is_recorded_then_closed_when_resync_start_is_none() -> None:
+    p = run(snap(S.ACTIVE, sync_action=SyncAction.RESYNC, resync_start=0))
+    assert p.changes == (StartResync(0),)
+    resyncing = replace(VOL, migration=Migration(MigrationType.REPAIR, 0))
+    p = run(snap(S.ACTIVE, sync_action=SyncAction.IDLE), snap(S.ACTIVE, sync_action=SyncAction.RESYNC), vol=resyncing)
+    assert p.changes == (EndMigration(0),)
+
+
+def test_clean_is_withheld_while_a_resync_is_owed_and_the_format_cannot_record_it() -> None:
+    ddf_like = replace(VOL, migration=Migration(MigrationType.INIT, None))  # no checkpoint in this format
+    p = run(snap(S.CLEAN, resync_start=1024), vol=ddf_like)
+    assert SetDirty(0, False) not in p.changes
+    imsm_like = replace(VOL, migration=Migration(MigrationType.INIT, 0))
+    assert SetDirty(0, False) in run(snap(S.CLEAN, resync_start=1024), vol=imsm_like).changes
+
+
+def test_stop_records_clean_and_does_nothing_else() -> None:
+    p = run(ArraySnapshot(S.INACTIVE), snap(S.ACTIVE, dev("sdb", "faulty,blocked", 1)))
+    assert p.stop and p.changes == (SetDirty(0, False),) and p.write_state is S.CLEAR and p.unblock == ()
