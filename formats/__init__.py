@@ -30,10 +30,13 @@ def handlers() -> tuple[FormatHandler, ...]:
 
 
 def handler(name: str) -> FormatHandler:
-    for h in handlers():
-        if h.name == name:
-            return h
-    raise KeyError(f"unknown metadata format {name!r}")
+    """The named format's handler (``imsm``, ``ddf``); only that format is imported."""
+    module = f"formats.{name}"
+    if module not in FORMAT_MODULES:
+        raise KeyError(f"unknown metadata format {name!r}")
+    h = importlib.import_module(module).HANDLER
+    assert isinstance(h, FormatHandler) and h.name == name, f"{module}.HANDLER is not the {name} handler"
+    return h
 
 
 def load(disk: Disk) -> DiskMetadata:

@@ -15,9 +15,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import formats
+from formats.base import FormatHandler
 from formats.blockio import OverlayDisk
 from formats.changes import Environment
-from formats.imsm import HANDLER
 from formats.model import Container, MemberState
 from mdmond.kernel.simulated import SimArray
 from mdmond.kernel.values import MAX_SECTOR, ArrayState
@@ -26,24 +27,29 @@ from mdmond.monitor.container import ContainerMonitor, Request
 from tests.golden import disk_count, overlay
 
 
-def on_disk(disks: list[OverlayDisk]) -> Container:
-    return HANDLER.assemble([HANDLER.load(d) for d in disks]).model()
+def on_disk(h: FormatHandler, disks: list[OverlayDisk]) -> Container:
+    """The container as mdadm would read it back from the disks now."""
+    return h.assemble([h.load(d) for d in disks]).model()
 
 
 class CheckedArray(SimArray):
-    def __init__(self, name: str, disks: list[OverlayDisk], volume: int, **kw: object) -> None:
+    def __init__(self, name: str, h: FormatHandler, disks: list[OverlayDisk], volume: int, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
+        self.handler = h
         self.disks = disks
         self.volume = volume
         self.violations: list[str] = []
         self.refs: dict[str, str] = {}  # device name -> disk ref
 
+    def on_disk(self) -> Container:
+        return on_disk(self.handler, self.disks)
+
     def write(self, attr: str, value: str) -> None:
-        if attr == "array_state" and value == "active" and not on_disk(self.disks).volume(self.volume).dirty:
+        if attr == "array_state" and value == "active" and not self.on_disk().volume(self.volume).dirty:
             self.violations.append("active written before the dirty record was on disk")
         if attr.endswith("/state") and value == "-blocked":
             dev = attr[4:].split("/")[0]
-            vol = on_disk(self.disks).volume(self.volume)
+            vol = self.on_disk().volume(self.volume)
             if any(m.disk_ref == self.refs.get(dev) and m.state is not MemberState.FAILED for m in vol.members):
                 self.violations.append(f"-blocked written to {dev} before its failure was on disk")
         super().write(attr, value)
@@ -59,7 +65,7 @@ class Rig:
     fail_writes: list[int] = field(default_factory=list)  # commits (counted from now) whose disk write fails
 
     def model(self) -> Container:
-        return on_disk(self.disks)
+        return on_disk(self.md.handler, self.disks)
 
 
 def make_rig(
@@ -85,17 +91,19 @@ def make_rig(
             raise DiskIOError("injected metadata write failure", disk=disks[0].name)
         rig.fail_writes[:] = [n - 1 for n in rig.fail_writes]
         fn()
-        vol = on_disk(disks).volume(volume)
+        vol = on_disk(h, disks).volume(volume)
         if not vol.dirty and rig.md.array_state in (ArrayState.ACTIVE, ArrayState.ACTIVE_IDLE):
             violations.append(f"clean recorded while md is {rig.md.array_state.value}")
 
-    metadata = HANDLER.assemble([HANDLER.load(d) for d in disks])
+    h = formats.handler(scenario.split("-")[0])
+    metadata = h.assemble([h.load(d) for d in disks])
     store = MetadataStore(metadata, env=env, runner=checked_write)
     model = store.model()
     vol = model.volume(volume)
     names = [(model.disk(m.disk_ref).path or "").removeprefix("/dev/") if m.disk_ref else "" for m in vol.members]
     md = CheckedArray(
         "md126",
+        h,
         disks,
         volume,
         state=state,
