@@ -85,7 +85,8 @@ class ContainerMonitor:
         self.checkpoint_interval = checkpoint_interval
         self.on_request = on_request or (lambda r: None)
         self.arrays: dict[str, Watched] = {}
-        self.passes = 0
+        self.passes = 0  # passes begun
+        self.finished = 0  # passes completed
         self._woken = trio.Event()
         self._passed = trio.Event()
         self._retry_at = math.inf
@@ -104,6 +105,17 @@ class ContainerMonitor:
 
     def wake(self) -> None:
         self._woken.set()
+
+    async def ping(self) -> None:
+        """Return once a whole pass begun after this call has finished (mdadm's "ping monitor").
+
+        Everything notified or queued before the call has then been handled
+        and is on disk.
+        """
+        target = self.passes + 1
+        self.wake()
+        while self.finished < target:
+            await self._passed.wait()
 
     # -- the loop ----------------------------------------------------------------
 
@@ -153,6 +165,7 @@ class ContainerMonitor:
                 del self.arrays[name]
                 self.events.emit("array-released", array=name, volume=w.volume)
         self._propagate_failures(plans)
+        self.finished = self.passes
         passed, self._passed = self._passed, trio.Event()
         passed.set()
 

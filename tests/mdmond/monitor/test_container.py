@@ -257,3 +257,21 @@ async def test_queued_update_refused_alone(autojump_clock: MockClock) -> None:
     await running(rig, body)
     assert "NEWDISK" in {d.ref for d in rig.store.model().disks}
     assert "update-refused" in rig.monitor.events.kinds()
+
+
+async def test_ping_returns_after_a_whole_later_pass_with_queued_updates_committed(autojump_clock: MockClock) -> None:
+    rig = make_rig("imsm-raid5")
+
+    async def body() -> None:
+        async def producer() -> None:
+            await rig.monitor.queue.submit([AddSpare("PINGDISK", 200000)])
+
+        async with trio.open_nursery() as n:
+            n.start_soon(producer)
+            await trio.testing.wait_all_tasks_blocked()
+            begun = rig.monitor.passes
+            await rig.monitor.ping()
+            assert rig.monitor.finished > begun
+            assert "PINGDISK" in {d.ref for d in rig.store.model().disks}  # committed
+
+    await running(rig, body)
