@@ -43,3 +43,43 @@ class MdArray(Protocol):
         and this call is not lost.
         """
         ...
+
+
+class ManagedArray(MdArray, Protocol):
+    """An array as the manager holds it: it also opens and closes what the monitor reads."""
+
+    def add_device(self, entry: str) -> None:
+        """Open a member's attributes ahead of the monitor's first read (``dev-sdX``)."""
+        ...
+
+    def drop_device(self, entry: str) -> None: ...
+
+    def write_once(self, attr: str, value: str) -> None:
+        """Write an attribute the monitor does not hold open (``new_dev``, ``dev-X/slot`` ...)."""
+        ...
+
+
+class Kernel(Protocol):
+    """The md driver as the manager sees it: arrays come and go, devices are added and removed."""
+
+    def mdstat(self) -> str: ...
+
+    async def wait_mdstat(self) -> None:
+        """Return when md's event counter has moved since the last ``mdstat`` read."""
+        ...
+
+    def open_array(self, name: str) -> ManagedArray:
+        """Open an array's attributes (may block: manager only)."""
+        ...
+
+    def device_number(self, dev: str) -> str:
+        """``major:minor`` of a block device by kernel name (``sdd`` -> ``8:48``)."""
+        ...
+
+    def remove_member(self, array: str, dev: str) -> None:
+        """Write ``remove`` to the member's state through a fresh descriptor.
+
+        This can block in the kernel (it takes the array's suspend lock), so it
+        is called from a worker thread, never on the monitor's path.
+        """
+        ...

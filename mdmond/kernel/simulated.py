@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -63,6 +63,8 @@ class SimDevice:
     slot: int | None  # None: "none"
     flags: set[str] = field(default_factory=set)
     recovery_start: int = MAX_SECTOR
+    offset: int = 0  # sectors
+    size_kib: int = 0
 
     def state_text(self) -> str:
         return ",".join(f for f in _FLAG_ORDER if f in self.flags)
@@ -125,6 +127,20 @@ class SimArray:
         self._write_errors: dict[str, list[int]] = {}
         self.history: list[ArrayState] = [state]  # every state the array passed through, for tests
         self.notifications = 0
+        #: ``new_dev`` takes "major:minor"; the simulated kernel says which device that is.
+        self.resolve_dev: Callable[[str], str] | None = None
+        self.on_notify: Callable[[], None] | None = None  # the simulated kernel's event counter
+
+    # The manager's side: every attribute is always "open" in the simulation.
+
+    def add_device(self, entry: str) -> None:
+        pass
+
+    def drop_device(self, entry: str) -> None:
+        pass
+
+    def write_once(self, attr: str, value: str) -> None:
+        self.write(attr, value)
 
     # -- what user space sees -------------------------------------------------
 
@@ -204,6 +220,10 @@ class SimArray:
         elif attr.startswith("dev-"):
             dev, _, what = attr[4:].partition("/")
             self._write_dev(self._dev(dev), what, value.strip())
+        elif attr == "new_dev":
+            if self.resolve_dev is None:
+                raise OSError(errno.ENODEV, f"{self.name}: no device {value.strip()}")
+            self.add_spare(self.resolve_dev(value.strip()))
         else:
             raise OSError(errno.ENOENT, f"{self.name}: no attribute {attr}")
 
@@ -371,7 +391,18 @@ class SimArray:
             else:
                 d.flags.discard("spare")
             self._kick_kernel()
+        elif what in ("offset", "size"):
+            if self._state.running and d.slot is not None:
+                raise OSError(errno.EBUSY, f"{self.name}: {d.name} is an active member")
+            if not value.isdigit():
+                raise OSError(errno.EINVAL, f"{self.name}: dev-{d.name}/{what} {value!r}")
+            if what == "offset":
+                d.offset = int(value)
+            else:
+                d.size_kib = int(value)
         elif what == "recovery_start":
+            if self._state.running and d.slot is not None and self.sync_action is not SyncAction.IDLE:
+                raise OSError(errno.EBUSY, f"{self.name}: recovery is running")
             pos = parse_sectors(value)
             if pos is None:
                 raise OSError(errno.EINVAL, f"{self.name}: recovery_start {value!r}")
@@ -470,6 +501,8 @@ class SimArray:
             self._notify()
 
     def _notify(self) -> None:
+        if self.on_notify is not None:
+            self.on_notify()
         self.notifications += 1
         self._pending = True
         self._changed.set()
@@ -481,3 +514,97 @@ class SimArray:
 
 def _sectors_text(pos: int) -> str:
     return "none" if pos == MAX_SECTOR else str(pos)
+
+
+class SimKernel:
+    """A simulated md driver with containers and member arrays: what ``Kernel`` asks, answered in memory.
+
+    ``/proc/mdstat`` is rendered from the arrays' state, in the kernel's shape,
+    and every array notification moves the event counter that wakes its readers.
+    """
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, SimArray] = {}
+        self.containers: dict[str, tuple[str, list[str]]] = {}  # name -> (format, member devices)
+        self._numbers: dict[str, str] = {}
+        self._events = 0
+        self._seen = 0
+        self._changed = trio.Event()
+
+    def add_container(self, name: str, fmt: str, devices: Iterable[str]) -> None:
+        self.containers[name] = (fmt, list(devices))
+        for d in self.containers[name][1]:
+            self._number(d)
+        self._event()
+
+    def add_array(self, array: SimArray) -> None:
+        self.arrays[array.name] = array
+        array.resolve_dev = self._resolve
+        array.on_notify = self._event
+        for d in array.devs:
+            self._number(d)
+        self._event()
+
+    def mdstat(self) -> str:
+        self._seen = self._events
+        lines = ["Personalities : [raid0] [raid1] [raid10] [raid6] [raid5] [raid4]"]
+        for name in sorted(self.arrays, reverse=True):
+            a = self.arrays[name]
+            if not a.array_state.running:
+                continue
+            ro = " (read-only)" if a.array_state is ArrayState.READONLY else ""
+            ro = " (auto-read-only)" if a.array_state is ArrayState.READ_AUTO else ro
+            members = sorted(a.devs.values(), key=lambda d: -(d.slot if d.slot is not None else -1))
+            devs = " ".join(f"{d.name}[{i}]" + ("(F)" if "faulty" in d.flags else "") for i, d in enumerate(members))
+            kib = a.component_sectors // 2
+            up = "".join(
+                "U" if any(d.slot == s and "in_sync" in d.flags for d in members) else "_" for s in range(a.raid_disks)
+            )
+            lines.append(f"{name} : active{ro} raid{a.level} {devs}")
+            lines.append(
+                f"      {kib * max(1, a.raid_disks - 1)} blocks super {a.metadata_version} "
+                f"[{a.raid_disks}/{up.count('U')}] [{up}]"
+            )
+            if a.sync_done is not None:
+                lines.append(f"      [>....]  {a.sync_action.value} = 0.0% ({a.sync_done // 2}/{kib}) finish=0.0min")
+        for name, (fmt, members_of) in sorted(self.containers.items()):
+            spares = " ".join(f"{d}[{i}](S)" for i, d in enumerate(members_of))
+            lines += [f"{name} : inactive {spares}", f"      0 blocks super external:{fmt}"]
+        return "\n".join([*lines, "unused devices: <none>", ""])
+
+    async def wait_mdstat(self) -> None:
+        while self._seen == self._events:
+            await self._changed.wait()
+
+    def open_array(self, name: str) -> SimArray:
+        a = self.arrays.get(name)
+        if a is None:
+            raise OSError(errno.ENOENT, f"no array {name}")
+        return a
+
+    def device_number(self, dev: str) -> str:
+        return self._number(dev)
+
+    def remove_member(self, array: str, dev: str) -> None:
+        """Called from a worker thread, as the real one is: the simulation lives on trio's thread."""
+        write = self.open_array(array).write
+        try:
+            trio.from_thread.run_sync(write, f"dev-{dev}/state", "remove")
+        except RuntimeError:  # already on trio's thread (a direct call)
+            write(f"dev-{dev}/state", "remove")
+
+    def _number(self, dev: str) -> str:
+        if dev not in self._numbers:
+            self._numbers[dev] = f"8:{16 * len(self._numbers)}"
+        return self._numbers[dev]
+
+    def _resolve(self, number: str) -> str:
+        for dev, n in self._numbers.items():
+            if n == number:
+                return dev
+        raise OSError(errno.ENODEV, f"no device {number}")
+
+    def _event(self) -> None:
+        self._events += 1
+        self._changed.set()
+        self._changed = trio.Event()

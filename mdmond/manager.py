@@ -1,0 +1,290 @@
+"""The manager: everything about a container that may block or allocate, beside its monitor.
+
+It follows ``/proc/mdstat`` (md's event counter wakes it), adopts the
+container's member arrays (opening their attributes ahead of the monitor's
+first read), removes failed members from a worker thread (``remove`` can block
+in the kernel), and activates spares in mdmon's order (mdmon.md §3.5):
+
+1. only when no failed member of the array awaits removal, the array is not
+   frozen (mdadm's ``external:-`` flag, or a sync running) and no metadata
+   update is queued, since a queued update may be the assignment that decides;
+2. freeze (``sync_action`` = ``frozen``), then ``new_dev``, the member's
+   offset and size, its ``slot``;
+3. the assignment goes through the update queue and is on every disk;
+4. only then ``recover``.
+
+Recovery resume at start-up (seeds.md §1): an array found in the middle of a
+rebuild gets the disk that was being rebuilt back into its slot *before* the
+monitor first marks the array active.  The stored checkpoint is written to
+``recovery_start`` only when the assignment is certain: the metadata names the
+disk (by serial, not by position) in that slot as rebuilding, the disk is
+present, and re-activating it would change nothing in the metadata.  Then
+every rebuilding member of the migration resumes from the checkpoint (they
+were rebuilt together, so the one checkpoint covers each) — where mdmon gives
+up as soon as two devices rebuild.  Anything else rebuilds from 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+
+import trio
+
+from formats.changes import ActivateSpare
+from formats.errors import ChangeRejected, MetadataError
+from formats.model import Container, DiskState, MemberState, MigrationType, Volume
+
+from .events import EventLog
+from .kernel.interface import Kernel, ManagedArray
+from .kernel.mdstat import parse_mdstat
+from .kernel.snapshot import read_snapshot
+from .kernel.values import SyncAction
+from .metadata import CommitFailed
+from .monitor.container import ContainerMonitor, Request
+
+#: Levels with nothing to monitor (mdmon.md §3.4).
+UNMONITORED = ("raid0", "linear")
+#: safe_mode_delay below this is a restart's leftover: pick our own (mdmon.md §3.4).
+MIN_SAFE_MODE = 0.05
+DEFAULT_SAFE_MODE = 4.0
+#: Retry delay for deferred work (a removal refused with EBUSY, a frozen array).
+RETRY = 0.1
+
+
+class Manager:
+    """Manages one container's arrays for its monitor."""
+
+    def __init__(self, container: str, kernel: Kernel, monitor: ContainerMonitor, *, events: EventLog | None = None):
+        self.container = container
+        self.kernel = kernel
+        self.monitor = monitor
+        self.store = monitor.store
+        self.events = events or monitor.events
+        self.arrays: dict[str, ManagedArray] = {}
+        self.volumes: dict[str, int] = {}
+        self.pending: list[Request] = []
+        self._woken = trio.Event()
+        self._retry_at = float("inf")
+        monitor.on_request = self.request
+
+    # -- requests from the monitor and the control socket ---------------------------
+
+    def request(self, r: Request) -> None:
+        if r not in self.pending:
+            self.pending.append(r)
+        self._woken.set()
+
+    async def ping(self) -> None:
+        """mdadm's "ping manager": re-scan now and do what is due."""
+        await self.scan()
+        await self.handle()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.scan()
+        task_status.started()
+        async with trio.open_nursery() as n:
+            n.start_soon(self._watch_mdstat)
+            while True:
+                self._woken = trio.Event()
+                await self.handle()
+                with trio.move_on_at(self._retry_at):
+                    await self._woken.wait()
+
+    async def _watch_mdstat(self) -> None:
+        while True:
+            await self.kernel.wait_mdstat()
+            await self.scan()
+            self._woken.set()
+
+    async def scan(self) -> None:
+        """Adopt the container's new member arrays; forget the ones that are gone."""
+        seen = set()
+        for e in parse_mdstat(self.kernel.mdstat()):
+            if e.container != self.container:
+                continue
+            seen.add(e.name)
+            if e.name in self.arrays or not e.active or e.level in (None, *UNMONITORED) or e.subarray is None:
+                continue
+            if not e.subarray.isdigit():
+                continue
+            await self._adopt(e.name, int(e.subarray))
+        for name in set(self.arrays) - seen:
+            del self.arrays[name]
+            self.volumes.pop(name, None)
+
+    async def _adopt(self, name: str, volume: int) -> None:
+        try:
+            md = self.kernel.open_array(name)
+            self.store.model().volume(volume)
+        except (OSError, KeyError, IndexError) as e:
+            self.events.emit("adopt-failed", array=name, volume=volume, error=str(e))
+            return
+        self._set_safe_mode(md)
+        self.arrays[name] = md
+        self.volumes[name] = volume
+        self._resume_rebuild(name, md, volume)
+        self.monitor.adopt(md, volume)
+        self.events.emit("array-adopted", array=name, volume=volume)
+        self.request(Request("spare", name, volume))  # missing slots at start-up
+
+    def _set_safe_mode(self, md: ManagedArray) -> None:
+        try:
+            delay = float(md.read("safe_mode_delay"))
+            if delay < MIN_SAFE_MODE:
+                md.write_once("safe_mode_delay", f"{DEFAULT_SAFE_MODE:g}")
+        except (OSError, ValueError):
+            pass
+
+    # -- doing what was requested ------------------------------------------------------
+
+    async def handle(self) -> None:
+        """Removals first (a spare may not be placed while one is outstanding), then spares."""
+        now = trio.current_time()
+        if now >= self._retry_at:
+            self._retry_at = float("inf")
+        requests, self.pending = self.pending, []
+        for r in [r for r in requests if r.kind == "remove"]:
+            if not await self._remove(r):
+                self._defer(r)
+        for r in [r for r in requests if r.kind == "spare"]:
+            if any(p.kind == "remove" and p.array == r.array for p in self.pending):
+                self._defer(r)
+                continue
+            if not await self._activate_spare(r):
+                self._defer(r)
+
+    def _defer(self, r: Request) -> None:
+        if r not in self.pending:
+            self.pending.append(r)
+        self._retry_at = min(self._retry_at, trio.current_time() + RETRY)
+
+    async def _remove(self, r: Request) -> bool:
+        md = self.arrays.get(r.array)
+        if md is None or r.device is None:
+            return True
+        try:
+            await trio.to_thread.run_sync(self.kernel.remove_member, r.array, r.device)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                return False  # still blocked or in its slot: md has not let go yet
+            if e.errno not in (errno.ENOENT, errno.ENODEV):
+                self.events.emit("remove-failed", array=r.array, device=r.device, error=str(e))
+                return False
+        md.drop_device(f"dev-{r.device}")
+        self.events.emit("member-removed", array=r.array, device=r.device)
+        return True
+
+    async def _activate_spare(self, r: Request) -> bool:
+        """Returns False to be retried later (frozen, busy), True when done or nothing to do."""
+        md = self.arrays.get(r.array)
+        if md is None:
+            return True
+        snap = read_snapshot(md)
+        if snap.blocked or snap.sync_action is not SyncAction.IDLE or len(self.monitor.queue):
+            return False
+        model = self.store.model()
+        vol = model.volume(r.volume)
+        occupied = {d.slot for d in snap.devs if d.slot is not None and not d.state.faulty}
+        empty = [m.slot for m in vol.members if m.state in (MemberState.FAILED, MemberState.MISSING)]
+        empty = [s for s in empty if s not in occupied]
+        for slot in empty:
+            spare = self._choose_spare(model, vol)
+            if spare is None:
+                self.events.emit("no-spare", array=r.array, volume=r.volume, slot=slot)
+                return True
+            ref, dev = spare
+            if not await self._add_member(md, r.array, vol, slot, ref, dev, recovery_start=0):
+                return False
+        return True
+
+    def _choose_spare(self, model: Container, vol: Volume) -> tuple[str, str] | None:
+        """The smallest spare that fits (mdmon takes the first that fits; smallest wastes least)."""
+        offset = next((m.offset_sectors for m in vol.members if m.state is MemberState.IN_SYNC), 0)
+        need = offset + vol.component_sectors
+        fits = [d for d in model.disks if d.state is DiskState.SPARE and d.size_sectors >= need and d.path is not None]
+        if not fits:
+            return None
+        d = min(fits, key=lambda d: (d.size_sectors, d.ref))
+        assert d.path is not None
+        return d.ref, d.path.removeprefix("/dev/")
+
+    async def _add_member(
+        self, md: ManagedArray, array: str, vol: Volume, slot: int, ref: str, dev: str, *, recovery_start: int
+    ) -> bool:
+        offset = next((m.offset_sectors for m in vol.members if m.state is MemberState.IN_SYNC), 0)
+        try:
+            md.write("sync_action", "frozen")
+            md.write_once("new_dev", self.kernel.device_number(dev))
+            md.write_once(f"dev-{dev}/offset", str(offset))
+            md.write_once(f"dev-{dev}/size", str(vol.component_sectors // 2))
+            md.write_once(f"dev-{dev}/slot", str(slot))
+            md.write_once(f"dev-{dev}/recovery_start", str(recovery_start))
+            md.add_device(f"dev-{dev}")
+        except OSError as e:
+            self.events.emit("spare-add-failed", array=array, device=dev, error=str(e))
+            self._unfreeze(md)
+            return False
+        if recovery_start == 0:
+            try:
+                await self.monitor.queue.submit([ActivateSpare(vol.index, slot, ref)])
+            except (ChangeRejected, MetadataError, CommitFailed, OSError) as e:
+                # Not recorded: md must not rebuild onto it.  Take it back out.
+                self.events.emit("spare-refused", array=array, device=dev, error=str(e))
+                for undo in (f"dev-{dev}/slot", f"dev-{dev}/state"):
+                    with contextlib.suppress(OSError):
+                        md.write_once(undo, "none" if undo.endswith("slot") else "remove")
+                md.drop_device(f"dev-{dev}")
+                self._unfreeze(md)
+                return True
+        self._unfreeze(md, "recover")
+        self.events.emit(
+            "spare-activated",
+            array=array,
+            volume=vol.index,
+            slot=slot,
+            disk=ref,
+            device=dev,
+            recovery_start=recovery_start,
+        )
+        return True
+
+    def _unfreeze(self, md: ManagedArray, action: str = "idle") -> None:
+        try:
+            md.write("sync_action", action)
+        except OSError as e:
+            self.events.emit("attr-write-failed", array=md.name, attr="sync_action", error=str(e))
+
+    def _resume_rebuild(self, name: str, md: ManagedArray, volume: int) -> None:
+        """Put the disks being rebuilt back into their slots before the monitor's first pass."""
+        vol = self.store.model().volume(volume)
+        mig = vol.migration
+        if mig is None or mig.type is not MigrationType.REBUILD:
+            return
+        snap = read_snapshot(md)
+        model = self.store.model()
+        for m in vol.members:
+            if m.state is not MemberState.REBUILDING or m.disk_ref is None or snap.at_slot(m.slot) is not None:
+                continue
+            disk = next((d for d in model.disks if d.ref == m.disk_ref), None)
+            if disk is None or disk.path is None:
+                continue  # the disk is not here: the monitor's spare request will choose another, from 0
+            # The assignment is certain: this very disk, by serial, in this slot, already recorded as
+            # rebuilding; re-activating it changes nothing, so the checkpoint stands.
+            start = mig.checkpoint_sectors or 0
+            dev = disk.path.removeprefix("/dev/")
+            try:
+                md.write_once("new_dev", self.kernel.device_number(dev))
+                md.write_once(f"dev-{dev}/offset", str(m.offset_sectors))
+                md.write_once(f"dev-{dev}/size", str(vol.component_sectors // 2))
+                md.write_once(f"dev-{dev}/slot", str(m.slot))
+                md.write_once(f"dev-{dev}/recovery_start", str(start))
+                md.add_device(f"dev-{dev}")
+            except OSError as e:
+                self.events.emit("resume-failed", array=name, device=dev, error=str(e))
+                continue
+            self.events.emit(
+                "rebuild-resumed", array=name, volume=volume, slot=m.slot, disk=m.disk_ref, recovery_start=start
+            )
