@@ -12,6 +12,7 @@ from formats.base import first_difference
 from formats.errors import DiskIOError, MetadataError
 
 from . import __version__
+from .dryrun import Action, describe, dry_run
 from .examine import container_json, error_json
 from .images import open_image
 
@@ -59,6 +60,26 @@ def _examine(args: argparse.Namespace) -> int:
     return status
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    actions = [Action(t, "write") for t in args.write_at]
+    actions += [Action(t, "fail", dev) for t, dev in (_at_dev(v) for v in args.fail)]
+    report = dry_run(args.devices, duration=args.duration, actions=actions, sector_size=args.sector_size)
+    if args.json:
+        json.dump(report.json(), sys.stdout, indent=2)
+        print()
+    else:
+        print(describe(report), end="")
+    hung = any(e.kind == "WRITE-HUNG" for c in report.containers for e in c.events)
+    return 1 if report.errors or hung else 0
+
+
+def _at_dev(value: str) -> tuple[float, str]:
+    t, _, dev = value.partition(":")
+    if not dev:
+        raise argparse.ArgumentTypeError(f"expected SECONDS:DEVICE, not {value!r}")
+    return float(t), dev
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mdmond", description="Metadata daemon for md external-metadata RAID")
     p.add_argument("--version", action="version", version=f"mdmond {__version__}")
@@ -81,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--sector-size", type=int, choices=(512, 4096), help="logical sector size of image files (default 512)"
     )
     ex.set_defaults(func=_examine)
+
+    dr = sub.add_parser(
+        "dry-run",
+        help="run the daemon over disk images on a simulated md driver; nothing is written to them",
+    )
+    dr.add_argument("devices", nargs="+", metavar="DEVICE_OR_IMAGE", help="as for examine (IMAGE,serial=S)")
+    dr.add_argument("--duration", type=float, default=30.0, help="simulated seconds to run (default 30)")
+    dr.add_argument(
+        "--write-at", type=float, action="append", default=[], metavar="SECONDS", help="a write to every array then"
+    )
+    dr.add_argument("--fail", action="append", default=[], metavar="SECONDS:DEVICE", help="a member fails then (sdb)")
+    dr.add_argument("--json", action="store_true", help="the report as JSON (events, before, after, would-write)")
+    dr.add_argument("--sector-size", type=int, choices=(512, 4096))
+    dr.set_defaults(func=_dry_run)
     return p
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,14 +31,15 @@ class Event:
 class EventLog:
     """Bounded buffer of events, newest last."""
 
-    def __init__(self, size: int = BUFFER) -> None:
+    def __init__(self, size: int = BUFFER, clock: Callable[[], float] = time.time) -> None:
         self.records: collections.deque[Event] = collections.deque(maxlen=size)
         self.dropped = 0
+        self.clock = clock  # a dry run stamps events with simulated time
 
     def emit(self, kind: str, **fields: Any) -> None:
         if len(self.records) == self.records.maxlen:
             self.dropped += 1
-        self.records.append(Event(kind, fields, time.time()))
+        self.records.append(Event(kind, fields, self.clock()))
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.records]

@@ -32,7 +32,7 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return path, opt
 
 
-def open_image(spec: str, *, sector_size: int | None = None) -> Disk:
+def open_image(spec: str, *, sector_size: int | None = None, name: str | None = None) -> Disk:
     """Open a device or an image file read-only (``.xz`` images are decompressed in memory).
 
     ``spec`` is a path, optionally followed by ``,serial=SERIAL``.
@@ -49,5 +49,5 @@ def open_image(spec: str, *, sector_size: int | None = None) -> Disk:
         ss = sector_size or 512
         if len(data) % ss:
             raise DiskIOError(f"image size {len(data)} is not a multiple of {ss}", disk=path)
-        return MemoryDisk(data, name=path, sector_size=ss, serial=serial)
-    return FileDisk(path, sector_size=sector_size, serial=serial)
+        return MemoryDisk(data, name=name or path, sector_size=ss, serial=serial)
+    return FileDisk(path, sector_size=sector_size, serial=serial, name=name)

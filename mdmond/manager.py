@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+from functools import partial
 
 import trio
 
@@ -40,7 +41,7 @@ from .kernel.interface import Kernel, ManagedArray
 from .kernel.mdstat import parse_mdstat
 from .kernel.snapshot import read_snapshot
 from .kernel.values import SyncAction
-from .metadata import CommitFailed
+from .metadata import CommitFailed, Runner, in_thread
 from .monitor.container import ContainerMonitor, Request
 
 #: Levels with nothing to monitor (mdmon.md §3.4).
@@ -55,8 +56,17 @@ RETRY = 0.1
 class Manager:
     """Manages one container's arrays for its monitor."""
 
-    def __init__(self, container: str, kernel: Kernel, monitor: ContainerMonitor, *, events: EventLog | None = None):
+    def __init__(
+        self,
+        container: str,
+        kernel: Kernel,
+        monitor: ContainerMonitor,
+        *,
+        events: EventLog | None = None,
+        runner: Runner = in_thread,
+    ):
         self.container = container
+        self._run_blocking = runner  # where calls that may block in the kernel run
         self.kernel = kernel
         self.monitor = monitor
         self.store = monitor.store
@@ -166,7 +176,7 @@ class Manager:
         if md is None or r.device is None:
             return True
         try:
-            await trio.to_thread.run_sync(self.kernel.remove_member, r.array, r.device)
+            await self._run_blocking(partial(self.kernel.remove_member, r.array, r.device))
         except OSError as e:
             if e.errno == errno.EBUSY:
                 return False  # still blocked or in its slot: md has not let go yet

@@ -157,6 +157,8 @@ class ContainerMonitor:
         for name, (w, snap, p) in plans.items():
             if name not in committed:
                 continue
+            for c in p.changes:
+                self.events.emit("metadata", array=name, volume=w.volume, change=type(c).__name__, detail=repr(c))
             if not self._answer(w, p):
                 continue
             w.before, w.progress, w.wake_at = snap, p.progress, p.wake_at
@@ -193,6 +195,8 @@ class ContainerMonitor:
             for u in accepted:
                 u.fail(e)
             return
+        for c in changes:
+            self.events.emit("metadata", source="update-queue", change=type(c).__name__, detail=repr(c))
         for u in accepted:
             u.succeed(result)
 
@@ -226,6 +230,7 @@ class ContainerMonitor:
         if p.write_state is not None:
             try:
                 md.write("array_state", p.write_state.value)
+                self.events.emit("state-written", array=md.name, state=p.write_state.value)
             except OSError as e:
                 # active-idle -> clean is refused while writes are in flight: they will
                 # bring the array back to active and safe mode will come round again.
@@ -237,14 +242,13 @@ class ContainerMonitor:
         for dev in p.unblock:
             try:
                 md.write(f"dev-{dev}/state", "-blocked")
+                self.events.emit("unblocked", array=md.name, device=dev)
             except OSError as e:
                 self._failed("attr-write-failed", array=md.name, attr=f"dev-{dev}/state", error=str(e))
                 ok = False
         return ok
 
     def _record(self, w: Watched, p: Plan) -> None:
-        for c in p.changes:
-            self.events.emit("metadata", array=w.md.name, volume=w.volume, change=type(c).__name__, detail=repr(c))
         for dev in p.remove:
             self.on_request(Request("remove", w.md.name, w.volume, dev))
         if p.check_degraded:
