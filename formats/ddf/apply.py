@@ -1,0 +1,485 @@
+"""The daemon's changes, made to a DDF container copy the way mdmon 4.2's DDF code makes them.
+
+One ``apply`` is one metadata write.  As in mdadm (``ddf_set_updates_pending``):
+
+* the header ``seq`` moves on by one if anything changed, however many
+  changes the batch holds, and the header (hence anchor) timestamp becomes
+  the write time; nothing changed means nothing moves and nothing needs writing;
+* a VD config record's ``seqnum`` moves on and its timestamp refreshes each
+  time a change passes that record to mdadm's helper: a member's state
+  change (``ddf_set_disk``).  A spare activation does *not* move it: mdadm
+  bumps the update buffer, not the stored record (seen on the goldens:
+  ``ddf-raid5-rebuild-stopped`` keeps the seqnum of ``ddf-raid5-degraded``).
+
+Change by change (formats.md §2.12):
+
+* ``SetDirty``: VD_State bit 0x10 (``ddf_set_array_state``).
+* ``SetCheckpoint``: DDF has no checkpoint field.  During an initial resync
+  mdadm records only "started" (Init_State quick-init) vs "not started"
+  (not initialised); that is all we record.  Otherwise it is a no-op.
+* ``StartResync``: Init_State "not initialised" (mdadm: resync_start 0).
+* ``EndMigration``: Init_State "fully initialised"; members still marked
+  Rebuilding are brought in sync, as md reports them in sync at the end.
+* ``FailDisk``: PD_State Failed; the VD states recomputed (``get_svd_state``).
+  For a member that is not in the container at all (never assembled),
+  mdadm's ``handle_missing``: Online cleared, Failed|Missing set, and its
+  slot's refnum set to 0 in the VD config.
+* ``ActivateSpare``: the spare's refnum and extent go into the slot; all Failed
+  PDs get Transition; every disk's type is re-derived (``ddf_update_vlist``:
+  Active_in_VD, Rebuilding if the VD is degraded); failed PDs no disk uses are
+  dropped and the PD table compacted (``ddf_remove_failed``).  Each disk's
+  config slots keep their order and a VD it joins takes the next slot: mdadm
+  re-derives the order from an in-memory list whose order depends on which
+  disk it loaded first; its loader accepts any order, and a stable one
+  rewrites fewer sectors.  Whether a spare is dedicated to the VD (spare
+  assignment record) is the caller's choice; the model lists the records.
+* ``MemberInSync``: PD_State Online, Rebuilding cleared; VD state recomputed.
+* ``AddSpare``: a new PD entry (Forced GUID | Global spare, Online) in the
+  first free slot, with mdadm's GUID, a random unique refnum and the same
+  distance from the disk's end for the metadata as the existing disks;
+  ``attach`` takes the serial it was added under (or the refnum).
+* ``RemoveDisk``: PD_State Missing; the disk is no longer written.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from construct import Container as CContainer
+
+from ..changes import (
+    ActivateSpare,
+    AddSpare,
+    Change,
+    EndMigration,
+    Environment,
+    FailDisk,
+    MemberInSync,
+    RemoveDisk,
+    SetCheckpoint,
+    SetDirty,
+    StartResync,
+)
+from ..errors import ChangeRejected
+from . import structs as S
+from .container import DDFContainer, Member
+from .geometry import member_positions, member_refs, svd_state, working
+from .model import ref_text
+
+MIN_DISK_SECTORS = 32 * 1024 * 2
+
+
+class Batch:
+    """Tracks mdadm's ``updates_pending`` for one write."""
+
+    def __init__(self, c: DDFContainer, env: Environment) -> None:
+        self.c = c
+        self.env = env
+        self.pending = False
+
+    def now(self) -> int:
+        return int(self.env.now()) - S.DECADE
+
+    def touch(self, vc: Any | None = None) -> None:
+        """_ddf_set_updates_pending: bump the VD record if given, and the header once per batch."""
+        if vc is not None:
+            vc.timestamp = self.now() & 0xFFFFFFFF
+            vc.seqnum = (vc.seqnum + 1) & 0xFFFFFFFF
+        if not self.pending:
+            self.pending = True
+            self.c.header.seq = (self.c.header.seq + 1) & 0xFFFFFFFF
+
+    def finish(self) -> None:
+        if self.pending:
+            self.c.header.timestamp = self.now() & 0xFFFFFFFF
+
+
+def apply_changes(c: DDFContainer, changes: Sequence[Change], env: Environment) -> None:
+    b = Batch(c, env)
+    for ch in changes:
+        if isinstance(ch, SetDirty):
+            ve = _vd(c, ch.volume)
+            new = ve.state | S.VD_INCONSISTENT if ch.dirty else ve.state & ~S.VD_INCONSISTENT
+            _set_vd(b, ve, "state", new)
+        elif isinstance(ch, SetCheckpoint):
+            ve = _vd(c, ch.volume)
+            if ve.init_state & S.INIT_MASK != S.INIT_FULL:
+                init = S.INIT_QUICK if ch.sectors > 0 else S.INIT_NOT
+                _set_vd(b, ve, "init_state", (ve.init_state & ~S.INIT_MASK) | init)
+        elif isinstance(ch, StartResync):
+            ve = _vd(c, ch.volume)
+            _set_vd(b, ve, "init_state", (ve.init_state & ~S.INIT_MASK) | S.INIT_NOT)
+        elif isinstance(ch, EndMigration):
+            ve = _vd(c, ch.volume)
+            for bvd in c.bvds(bytes(ve.guid)):
+                for r in member_refs(bvd):
+                    pd = c.pd(r)
+                    if pd is not None and pd.state & S.PD_REBUILDING and not pd.state & S.PD_FAILED:
+                        _set_disk_in_sync(b, ch.volume, r)
+            _set_vd(b, ve, "init_state", (ve.init_state & ~S.INIT_MASK) | S.INIT_FULL)
+        elif isinstance(ch, FailDisk):
+            _fail(b, _refnum(c, ch.disk_ref))
+        elif isinstance(ch, MemberInSync):
+            ve = _vd(c, ch.volume)
+            bvd, pos = _slot(c, ve, ch.slot)
+            r = bvd.phys_refnum[pos]
+            if r == 0 or c.pd(r) is None:
+                raise ChangeRejected(f"ddf: slot {ch.slot} of volume {ch.volume} has no disk")
+            _set_disk_in_sync(b, ch.volume, r)
+        elif isinstance(ch, ActivateSpare):
+            _activate(b, ch)
+        elif isinstance(ch, AddSpare):
+            _add_spare(b, ch)
+        elif isinstance(ch, RemoveDisk):
+            _remove(b, _refnum(c, ch.disk_ref))
+        else:  # pragma: no cover - the Change union is closed
+            raise ChangeRejected(f"ddf: unknown change {ch!r}")
+    b.finish()
+
+
+# -- lookups ---------------------------------------------------------------------------
+def _vd(c: DDFContainer, index: int) -> Any:
+    if not 0 <= index < len(c.virt.entries):
+        raise ChangeRejected(f"ddf: no volume {index}")
+    ve = c.virt.entries[index]
+    if ve is None or ve.guid == b"\xff" * S.GUID_LEN or not c.bvds(bytes(ve.guid)):
+        raise ChangeRejected(f"ddf: no volume {index}")
+    return ve
+
+
+def _refnum(c: DDFContainer, ref: str) -> int:
+    try:
+        r = int(ref, 16)
+    except ValueError:
+        r = -1
+    if len(ref) != 8 or c.pd(r) is None:
+        m = next((m for m in c.members if m.serial == ref), None)
+        if m is None:
+            raise ChangeRejected(f"ddf: no disk {ref!r} in the container")
+        r = m.refnum
+    return r
+
+
+def _slot(c: DDFContainer, ve: Any, slot: int) -> tuple[Any, int]:
+    """The BVD and phys_refnum index holding md raid disk ``slot``."""
+    bvds = c.bvds(bytes(ve.guid))
+    per = int(bvds[0].prim_elmnt_count)
+    seq, j = divmod(slot, per)
+    bvd = next((x for x in bvds if x.sec_elmnt_seq == seq), None)
+    if slot < 0 or bvd is None:
+        raise ChangeRejected(f"ddf: volume has no slot {slot}")
+    return bvd, member_positions(bvd)[j]
+
+
+def _state_of(c: DDFContainer) -> Any:
+    def state(r: int) -> int | None:
+        pd = c.pd(r)
+        return None if pd is None else int(pd.state)
+
+    return state
+
+
+def _set_vd(b: Batch, ve: Any, name: str, value: int) -> None:
+    if ve[name] != value:
+        ve[name] = value
+        b.touch()
+
+
+def _recompute(b: Batch, ve: Any) -> bool:
+    """Set the VD's state from its members; True if it changed."""
+    state = svd_state(b.c.bvds(bytes(ve.guid)), _state_of(b.c))
+    new = (ve.state & ~S.VD_STATE_MASK) | state
+    if new == ve.state:
+        return False
+    ve.state = new
+    return True
+
+
+def _vds_with(c: DDFContainer, r: int) -> list[tuple[int, Any, Any]]:
+    """(VD index, VD entry, BVD) for every VD that has refnum ``r`` as a member."""
+    out = []
+    for i, ve in enumerate(c.virt.entries):
+        if ve is None or ve.guid == b"\xff" * S.GUID_LEN:
+            continue
+        for bvd in c.bvds(bytes(ve.guid)):
+            if r in member_refs(bvd):
+                out.append((i, ve, bvd))
+    return out
+
+
+# -- disk state changes (ddf_set_disk) ----------------------------------------------------
+def _fail(b: Batch, r: int) -> None:
+    c = b.c
+    pd = c.pd(r)
+    assert pd is not None
+    users = _vds_with(c, r)
+    if c.member(r) is None:
+        _missing(b, r, users)
+        return
+    if not users:  # a spare: no array reports it, but its failure is worth recording
+        if not pd.state & S.PD_FAILED:
+            pd.state |= S.PD_FAILED
+            b.touch()
+        return
+    for _, ve, bvd in users:
+        update = False
+        if not pd.state & S.PD_FAILED:
+            pd.state |= S.PD_FAILED
+            update = True
+        if _recompute(b, ve) or update:
+            b.touch(bvd)
+
+
+def _missing(b: Batch, r: int, users: list[tuple[int, Any, Any]]) -> None:
+    """handle_missing: a member absent from the container is recorded Failed+Missing and its slot emptied (refnum 0)."""
+    pd = b.c.pd(r)
+    assert pd is not None
+    for _, ve, bvd in users:
+        if pd.state & S.PD_ONLINE:
+            pd.state = (pd.state & ~S.PD_ONLINE) | S.PD_FAILED | S.PD_MISSING
+        if r in bvd.phys_refnum:
+            bvd.phys_refnum[bvd.phys_refnum.index(r)] = 0
+        b.touch(bvd)
+        _recompute(b, ve)
+
+
+def _set_disk_in_sync(b: Batch, index: int, r: int) -> None:
+    c = b.c
+    pd = c.pd(r)
+    assert pd is not None
+    if pd.state & S.PD_FAILED:
+        raise ChangeRejected(f"ddf: disk {r:08x} has failed; it cannot be in sync")
+    ve = _vd(c, index)
+    bvd = next(x for x in c.bvds(bytes(ve.guid)) if r in member_refs(x))
+    new = (pd.state | S.PD_ONLINE) & ~S.PD_REBUILDING
+    update = new != pd.state
+    pd.state = new
+    if _recompute(b, ve) or update:
+        b.touch(bvd)
+
+
+# -- spare activation (ddf_activate_spare + ddf_process_conf_update) ------------------------
+def _activate(b: Batch, ch: ActivateSpare) -> None:
+    c = b.c
+    ve = _vd(c, ch.volume)
+    r = _refnum(c, ch.disk_ref)
+    pd = c.pd(r)
+    assert pd is not None
+    if pd.state & (S.PD_FAILED | S.PD_MISSING) or not pd.state & S.PD_ONLINE:
+        raise ChangeRejected(f"ddf: disk {r:08x} is not a usable spare")
+    if (ve.state & S.VD_STATE_MASK) in (S.VD_FAILED, S.VD_MISSING):
+        raise ChangeRejected(f"ddf: volume {ch.volume} has failed; nothing to rebuild from")
+    bvds = c.bvds(bytes(ve.guid))
+    if any(r in member_refs(x) for x in bvds):
+        raise ChangeRejected(f"ddf: disk {r:08x} is already in volume {ch.volume}")
+    bvd, pos = _slot(c, ve, ch.slot)
+    old = bvd.phys_refnum[pos]
+    old_pd = c.pd(old) if old != 0 else None
+    if old_pd is not None and working(int(old_pd.state)):
+        raise ChangeRejected(f"ddf: slot {ch.slot} of volume {ch.volume} is working")
+    m = c.member(r)
+    if m is None:
+        raise ChangeRejected(f"ddf: disk {r:08x} is not present")
+    start = find_space(c, m, int(bvd.blocks))
+    if start is None:
+        raise ChangeRejected(f"ddf: disk {r:08x} has no {bvd.blocks}-sector extent free")
+    bvd.phys_refnum[pos] = r
+    bvd.lba_offset[pos] = start
+    if m.vlist.count(bytes(ve.guid)) == 0:
+        m.vlist.append(bytes(ve.guid))
+    conf_update(b)
+
+
+def find_space(c: DDFContainer, m: Member, blocks: int) -> int | None:
+    """find_space: the first gap of ``blocks`` sectors among the disk's extents, below its configured size."""
+    pd = c.pd(m.refnum)
+    if pd is None or pd.state & (S.PD_ONLINE | S.PD_FAILED | S.PD_MISSING) != S.PD_ONLINE:
+        return None
+    extents = []
+    for guid in m.vlist:
+        for bvd in c.bvds(guid):
+            pos = member_positions(bvd)
+            for p in pos:
+                if bvd.phys_refnum[p] == m.refnum:
+                    extents.append((int(bvd.lba_offset[p]), int(bvd.blocks)))
+    extents.sort()
+    extents.append((int(pd.config_size), 0))
+    at = 0
+    for s, n in extents:
+        if s >= at and s - at >= blocks:
+            return at
+        at = max(at, s + n)
+    return None
+
+
+def conf_update(b: Batch) -> None:
+    """The bookkeeping after a VD config update: Transition, each disk's type, the PD table compacted."""
+    c = b.c
+    for e in c.phys.entries:
+        if e is not None and e.state & S.PD_FAILED:
+            e.state |= S.PD_TRANSITION
+    for m in c.members:
+        _update_vlist(c, m)
+    remove_failed(c)
+    b.touch()
+
+
+def _update_vlist(c: DDFContainer, m: Member) -> None:
+    """ddf_update_vlist, keeping the disk's slot order stable (only VDs it left are dropped)."""
+    pd = c.pd(m.refnum)
+    if pd is None:
+        return
+    in_vds = []
+    degraded = False
+    for _, ve, _ in _vds_with(c, m.refnum):
+        in_vds.append(bytes(ve.guid))
+        if ve.state & S.VD_STATE_MASK in (S.VD_DEGRADED, S.VD_PART_OPTIMAL):
+            degraded = True
+    m.vlist = [g for g in m.vlist if g in in_vds] + [g for g in dict.fromkeys(in_vds) if g not in m.vlist]
+    if in_vds and pd.state & S.PD_FAILED:
+        pd.state &= ~S.PD_TRANSITION
+    if in_vds:
+        pd.type &= ~S.PD_GLOBAL_SPARE
+        if not pd.type & S.PD_ACTIVE:
+            pd.type |= S.PD_ACTIVE
+            if degraded:
+                pd.state |= S.PD_REBUILDING
+    if m.spare is not None:
+        pd.type = (pd.type & ~S.PD_GLOBAL_SPARE) | S.PD_SPARE
+    if not in_vds and m.spare is None:
+        pd.type = (pd.type | S.PD_GLOBAL_SPARE) & ~(S.PD_SPARE | S.PD_ACTIVE)
+
+
+def remove_failed(c: DDFContainer) -> None:
+    """ddf_remove_failed: drop Failed+Transition entries of disks no longer present; compact the table."""
+    present = {m.refnum for m in c.members}
+    kept = []
+    for e in c.phys.entries:
+        if e is None or e.refnum == S.NO_REFNUM:
+            continue
+        if e.state & S.PD_FAILED and e.state & S.PD_TRANSITION and e.refnum not in present:
+            continue
+        kept.append(e)
+    n = len(c.phys.entries)
+    tail = c.phys.entries[len(kept) :]
+    # mdadm leaves the vacated entries' other bytes in place and only sets their GUID to 0xFF
+    vacated: list[Any | None] = []
+    for old in tail:
+        if old is None:
+            vacated.append(None)
+        else:
+            e = CContainer(old)
+            e.guid = b"\xff" * S.GUID_LEN
+            vacated.append(None if _all_ff(e) else e)
+    c.phys.entries = (kept + vacated)[:n]
+    c.phys.header.used_pdes = len(kept)
+
+
+def _all_ff(e: Any) -> bool:
+    from .codec import PHYS_ENTRY
+
+    return bool(PHYS_ENTRY.build(e) == b"\xff" * S.ENTRY_SIZE)
+
+
+# -- container membership ------------------------------------------------------------------
+def _add_spare(b: Batch, ch: AddSpare) -> None:
+    c = b.c
+    if ch.size_sectors <= MIN_DISK_SECTORS:
+        raise ChangeRejected(f"ddf: a disk of {ch.size_sectors} sectors is too small (mdadm needs > 32 MiB)")
+    if any(m.serial == ch.serial for m in c.members):
+        raise ChangeRejected(f"ddf: disk {ch.serial!r} is already in the container")
+    n = next((i for i, e in enumerate(c.phys.entries) if e is None or e.guid == b"\xff" * S.GUID_LEN), None)
+    if n is None:
+        raise ChangeRejected("ddf: the PD table is full")
+    refs = {e.refnum for e in c.phys.entries if e is not None}
+    while True:
+        refnum = _host_u32(b.env.random32())
+        if refnum not in refs and refnum not in (0, S.NO_REFNUM):
+            break
+    guid = new_pd_guid(b.env)
+    size = ch.size_sectors
+    ref_member = c.members[0] if c.members else None
+    lbas = new_lbas(size, ref_member)
+    config_size = set_config_size(size, *lbas)
+    c.phys.entries[n] = CContainer(
+        guid=guid,
+        refnum=refnum,
+        type=S.PD_FORCED_GUID | S.PD_GLOBAL_SPARE,
+        state=S.PD_ONLINE,
+        config_size=config_size,
+        path=b" Information: nil\0",
+        pad=b"\xff" * 6,
+    )
+    c.phys.header.used_pdes += 1
+    data = CContainer(
+        magic=S.PHYS_DATA_MAGIC,
+        crc=0,
+        guid=guid,
+        refnum=refnum,
+        forced_ref=1,
+        forced_guid=1,
+        vendor=b"Linux".ljust(32, b" "),
+        pad=b"\xff" * 442,
+    )
+    m = Member(refnum, data, [], None, None, size, lbas[0], lbas[1], lbas[2])
+    m.serial = ch.serial
+    c.members.insert(0, m)  # mdadm puts a new disk at the head of its disk list
+    b.touch()
+
+
+def _host_u32(v: int) -> int:
+    """mdadm stores random32() in host (little-endian) order in a big-endian field."""
+    return int(struct.unpack(">I", struct.pack("<I", v & 0xFFFFFFFF))[0])
+
+
+def new_pd_guid(env: Environment) -> bytes:
+    """ "Linux-MD" + local date YYYYMMDD + two random words in host order."""
+    date = time.strftime("%Y%m%d", time.localtime(env.now())).encode()
+    return b"Linux-MD" + date + struct.pack("<II", env.random32(), env.random32())
+
+
+def new_lbas(size: int, like: Member | None) -> tuple[int, int, int]:
+    """__calc_lba: the same distance from the end as an existing disk, else mdadm's defaults."""
+
+    def calc(old: int | None, default_mb: int) -> int:
+        dif = (like.sectors - old) if like is not None and old is not None else size
+        return size - dif if size > dif else size - default_mb * 1024 * 2
+
+    workspace = calc(like.workspace_lba if like else None, 32)
+    primary = calc(like.primary_lba if like else None, 16)
+    if like is not None and like.secondary_lba == S.NO_LBA:
+        secondary = S.NO_LBA
+    else:
+        secondary = calc(like.secondary_lba if like else None, 32)
+    return primary, secondary, workspace
+
+
+def set_config_size(size: int, primary: int, secondary: int, workspace: int) -> int:
+    """_set_config_size: the data area ends at the first metadata structure (a sane workspace counts)."""
+    cfs = min(size - 32 * 1024 * 2, primary)
+    if secondary != S.NO_LBA:
+        cfs = min(cfs, secondary)
+    if workspace < cfs:
+        wsp = cfs - workspace
+        if not (wsp > 1024 * 1024 * 2 and wsp > size // 16):
+            cfs = workspace
+    return cfs
+
+
+def _remove(b: Batch, r: int) -> None:
+    c = b.c
+    pd = c.pd(r)
+    assert pd is not None
+    if pd.state & S.PD_MISSING:
+        return
+    if _vds_with(c, r) and working(int(pd.state)):
+        raise ChangeRejected(f"ddf: disk {r:08x} is a working member of a volume; fail it first")
+    pd.state |= S.PD_MISSING
+    c.members = [m for m in c.members if m.refnum != r]
+    b.touch()
+
+
+__all__ = ["apply_changes", "find_space", "new_lbas", "new_pd_guid", "ref_text", "set_config_size"]

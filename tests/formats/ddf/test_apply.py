@@ -1,0 +1,384 @@
+"""Changes: the fields mdadm's DDF code would set, written to overlays and read back; crash safety of the order."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from formats.base import Write, write_all
+from formats.blockio import Disk, OverlayDisk
+from formats.changes import (
+    ActivateSpare,
+    AddSpare,
+    Change,
+    EndMigration,
+    Environment,
+    FailDisk,
+    MemberInSync,
+    RemoveDisk,
+    SetCheckpoint,
+    SetDirty,
+    StartResync,
+)
+from formats.ddf import HANDLER
+from formats.ddf import structs as S
+from formats.ddf.container import DDFContainer
+from formats.errors import ChangeRejected, MetadataError
+from formats.model import Container, DiskState, MemberState, Migration, MigrationType, VolumeState
+
+from .helpers import container, writable
+
+NOW = 1_800_000_000.0
+
+
+def env() -> Environment:
+    return Environment(now=lambda: NOW, rng=random.Random(7))
+
+
+def write(c: DDFContainer) -> None:
+    writes = c.encode()
+    for ref, disk in c.disks().items():
+        write_all(disk, writes[ref])
+
+
+def reload(disks: list[OverlayDisk]) -> DDFContainer:
+    return HANDLER.assemble([HANDLER.load(d) for d in disks])
+
+
+def changed_sectors(c: DDFContainer) -> dict[str, list[Write]]:
+    """encode() reduced to the sectors that differ from the disks, in encode() order (what mdmond writes)."""
+    out: dict[str, list[Write]] = {}
+    for ref, ws in c.encode().items():
+        disk = c.disks()[ref]
+        ss = disk.sector_size
+        out[ref] = []
+        for w in ws:
+            have = disk.read(w.offset, len(w.data))
+            for i in range(0, len(w.data), ss):
+                if have[i : i + ss] != w.data[i : i + ss]:
+                    out[ref].append(Write(w.offset + i, w.data[i : i + ss]))
+    return out
+
+
+def apply_and_reload(scenario: str, changes: list[Change]) -> tuple[DDFContainer, DDFContainer, Container]:
+    disks = writable(scenario)
+    old = container(scenario, disks)
+    before = old.model()
+    new = old.apply(changes, env())
+    assert old.model() == before  # self untouched
+    write(new)
+    back = reload(disks)
+    assert back.model() == new.model()
+    return old, new, back.model()
+
+
+def test_dirty_flip_changes_five_sectors_per_disk() -> None:
+    disks = writable("ddf-raid5-spare")
+    old = container("ddf-raid5-spare", disks)
+    new = old.apply([SetDirty(0, True)], env())
+    assert new.model().volume(0).dirty and not old.model().volume(0).dirty
+    assert new.header.seq == old.header.seq + 1 and new.header.timestamp == int(NOW) - S.DECADE
+    n = disks[0].size_bytes // 512
+    sec, pri = n - 65536, n - 32768
+    for ref, ws in changed_sectors(new).items():
+        # secondary VD section, secondary header, primary VD section, primary header, anchor
+        assert [w.offset // 512 for w in ws] == [sec + 130, sec, pri + 130, pri, n - 1], ref
+    write(new)
+    back = reload(disks)
+    assert back.model().volume(0).dirty and back.header.seq == new.header.seq
+    clean = back.apply([SetDirty(0, False)], env())
+    assert not clean.model().volume(0).dirty and clean.header.seq == new.header.seq + 1
+
+
+def test_no_change_moves_nothing() -> None:
+    old = container("ddf-raid5")
+    new = old.apply([SetDirty(0, False), SetCheckpoint(0, 4096)], env())
+    assert new.header.seq == old.header.seq and new.header.timestamp == old.header.timestamp
+    assert all(not ws for ws in changed_sectors(new).values())
+
+
+def test_one_seq_per_batch() -> None:
+    old = container("ddf-two-volumes")
+    new = old.apply([SetDirty(0, True), SetDirty(1, True)], env())
+    assert new.header.seq == old.header.seq + 1
+    assert all(v.dirty for v in new.model().volumes)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "changes"),
+    [
+        ("ddf-raid5-spare", [SetDirty(0, True)]),
+        ("ddf-raid5-spare", [FailDisk("4624ee28")]),
+        ("ddf-raid5-degraded", [SetDirty(0, True), FailDisk("d90f38c6")]),
+        ("ddf-two-volumes", [SetDirty(1, True)]),
+    ],
+)
+def test_a_crash_after_any_sector_leaves_old_or_new(scenario: str, changes: list[Change]) -> None:
+    """Write the changed sectors in encode() order, stopping after each one: every disk still loads as old or new."""
+    disks = writable(scenario)
+    old = container(scenario, disks)
+    new = old.apply(changes, env())
+    plan = [(ref, w) for ref, ws in changed_sectors(new).items() for w in ws]
+    assert plan
+    names = {ref: d.name for ref, d in new.disks().items()}
+    old_models = {ref: _single(d) for ref, d in old.disks().items()}
+    new_models = {}
+    for ref, d in new.disks().items():
+        target = OverlayDisk(d.base) if isinstance(d, OverlayDisk) else d
+        write_all(target, new.encode()[ref])
+        new_models[ref] = _single(target)
+    assert new_models != old_models
+    for stop in range(len(plan) + 1):
+        fresh = {d.name: d for d in writable(scenario)}
+        for ref, w in plan[:stop]:
+            fresh[names[ref]].write(w.offset, w.data)
+        for ref, name in names.items():
+            want = (old_models[ref], new_models[ref]) if stop < len(plan) else (new_models[ref],)
+            assert _single(fresh[name]) in want, (stop, ref)
+
+
+def _single(disk: Disk) -> Container:
+    return HANDLER.assemble([HANDLER.load(disk)]).model()
+
+
+def test_fail_disk_as_mdadm_records_it() -> None:
+    old, new, m = apply_and_reload("ddf-raid5-spare", [FailDisk("4624ee28")])
+    pd = new.pd(0x4624EE28)
+    assert pd is not None and pd.state == S.PD_ONLINE | S.PD_FAILED  # 0x03, as on ddf-raid5-degraded
+    guid = new.vd_guid(0)
+    assert new.bvds(guid)[0].seqnum == old.bvds(guid)[0].seqnum + 1
+    assert new.header.seq == old.header.seq + 1
+    v = m.volume(0)
+    assert v.state == VolumeState.DEGRADED
+    assert v.member(1).state == MemberState.FAILED
+    assert m.disk("4624ee28").state == DiskState.FAILED
+
+
+def test_rebuild_cycle() -> None:
+    disks = writable("ddf-raid5-spare")
+    c = container("ddf-raid5-spare", disks)
+    failed = c.apply([FailDisk("4624ee28")], env())
+    write(failed)
+    c = reload(disks)
+    seqnum = c.bvds(c.vd_guid(0))[0].seqnum
+    act = c.apply([ActivateSpare(0, 1, "34175d40")], env())
+    write(act)
+    c = reload(disks)
+    assert c.model() == act.model()
+    # as on ddf-raid5-rebuild-stopped: spare active+rebuilding, the failed disk back to a failed global spare
+    spare, gone = c.pd(0x34175D40), c.pd(0x4624EE28)
+    assert spare is not None and gone is not None
+    assert (spare.type, spare.state) == (S.PD_FORCED_GUID | S.PD_ACTIVE, S.PD_ONLINE | S.PD_REBUILDING)
+    assert (gone.type, gone.state) == (0x05, S.PD_ONLINE | S.PD_FAILED | S.PD_TRANSITION)
+    assert c.bvds(c.vd_guid(0))[0].seqnum == seqnum  # mdadm bumps its update buffer only
+    v = c.model().volume(0)
+    assert v.member(1).disk_ref == "34175d40" and v.member(1).state == MemberState.REBUILDING
+    assert v.migration is not None and v.migration.type == MigrationType.REBUILD
+    assert v.migration.checkpoint_sectors is None
+    # the spare's own config slot now holds the volume
+    assert [s.config is not None for s in HANDLER.load(disks[3]).sections.slots[:2]] == [True, False]
+    done = c.apply([MemberInSync(0, 1)], env())
+    write(done)
+    v = reload(disks).model().volume(0)
+    assert v.state == VolumeState.NORMAL and v.migration is None
+    assert all(m.state == MemberState.IN_SYNC for m in v.members)
+
+
+def test_end_migration_finishes_a_rebuild() -> None:
+    _, _, m = apply_and_reload("ddf-raid5-rebuild-stopped", [EndMigration(0), SetDirty(0, False)])
+    v = m.volume(0)
+    assert v.state == VolumeState.NORMAL and not v.dirty and v.migration is None
+
+
+def test_resync_states() -> None:
+    _, new, m = apply_and_reload("ddf-raid1", [StartResync(0)])
+    assert m.volume(0).state == VolumeState.UNINITIALIZED
+    assert m.volume(0).migration == Migration(MigrationType.INIT, None)
+    assert _init_state(new) == S.INIT_NOT
+    part = new.apply([SetCheckpoint(0, 1024)], env())
+    assert _init_state(part) == S.INIT_QUICK  # mdadm records only "started"; the position is not kept
+    assert part.header.seq == new.header.seq + 1
+    done = part.apply([EndMigration(0)], env())
+    assert done.model().volume(0).state == VolumeState.NORMAL and done.model().volume(0).migration is None
+
+
+def _init_state(c: DDFContainer) -> int:
+    e = c.virt.entries[0]
+    assert e is not None
+    return int(e.init_state) & S.INIT_MASK
+
+
+def test_add_spare_attach_and_write() -> None:
+    disks = writable("ddf-raid5-degraded")
+    c = container("ddf-raid5-degraded", disks)
+    new = c.apply([AddSpare("NEWDISK1", 131072, "/dev/sdz")], env())
+    assert new.header.seq == c.header.seq + 1
+    added = [d for d in new.model().disks if d.ref not in {x.ref for x in c.model().disks}]
+    assert len(added) == 1 and added[0].state == DiskState.SPARE and added[0].path is None
+    assert added[0].size_sectors == 65536 and added[0].serial.startswith("Linux-MD")
+    extra = OverlayDisk(disks[1].base)  # a blank-for-DDF target: the removed disk's image
+    new.attach("NEWDISK1", extra)
+    assert new.model().disk(added[0].ref).path == extra.name
+    write(new)
+    copy = HANDLER.load(extra)
+    assert f"{copy.refnum:08x}" == added[0].ref and copy.pd_index == 3
+    act = reload([disks[0], disks[2], extra]).apply([ActivateSpare(0, 0, added[0].ref)], env())
+    assert act.model().volume(0).member(0).state == MemberState.REBUILDING
+
+
+def test_remove_failed_disk() -> None:
+    _, new, m = apply_and_reload("ddf-raid5-spare", [FailDisk("4624ee28"), RemoveDisk("4624ee28")])
+    assert m.disk("4624ee28").state == DiskState.MISSING and m.disk("4624ee28").path is None
+    assert "4624ee28" not in new.encode()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        SetDirty(3, True),
+        FailDisk("deadbeef"),
+        ActivateSpare(0, 1, "34175d40"),  # the slot is working
+        MemberInSync(0, 7),
+        RemoveDisk("276ff0b0"),  # a working member
+        AddSpare("tiny", 1000),
+    ],
+)
+def test_rejected(change: Change) -> None:
+    c = container("ddf-raid5-spare")
+    with pytest.raises(ChangeRejected):
+        c.apply([change], env())
+
+
+def test_activate_rejects_a_failed_disk() -> None:
+    c = container("ddf-raid5-rebuild-stopped")
+    with pytest.raises(ChangeRejected):
+        c.apply([ActivateSpare(0, 1, "3bb5c407")], env())
+
+
+def _spare_record(vd_guid: bytes, *, populated: int = 1, maximum: int = 8) -> bytes:
+    from formats.ddf.codec import crc
+
+    rec = bytearray(b"\xff" * 7 * 512)
+    struct.pack_into(">IIIxxxxxxxBHH", rec, 0, S.SPARE_ASSIGN_MAGIC, 0, 1000, 0x01, populated, maximum)
+    rec[24:32] = b"\xff" * 8
+    rec[32 : 32 + 24] = vd_guid
+    struct.pack_into(">H", rec, 56, 0)
+    struct.pack_into(">I", rec, 4, crc(rec))
+    return bytes(rec)
+
+
+def test_spare_assignment_record_is_read_and_kept() -> None:
+    disks = writable("ddf-raid5-spare")
+    c = container("ddf-raid5-spare", disks)
+    guid = c.vd_guid(0)
+    conf0 = (disks[3].size_bytes // 512 - 32768 + 162) * 512
+    for base in (conf0, conf0 - 32768 * 512):
+        disks[3].write(base, _spare_record(guid))  # slot 0 of both copies
+    c = container("ddf-raid5-spare", disks)
+    assert c.model().extra["spare_assignments"] == {"34175d40": {"dedicated": True, "volumes": [0]}}
+    new = c.apply([SetDirty(0, True)], env())
+    write(new)
+    copy = HANDLER.load(disks[3])
+    # mdadm writes a disk's spare record in the last slot (and never its buggy rewrite)
+    assert copy.sections.slots[64].raw == _spare_record(guid)
+    assert copy.sections.slots[0].raw == b"\xff" * 7 * 512
+
+
+def test_spare_assignment_counts_are_checked() -> None:
+    disks = writable("ddf-raid5-spare")
+    conf0 = (disks[3].size_bytes // 512 - 32768 + 162) * 512
+    disks[3].write(conf0, _spare_record(b"x" * 24, populated=9, maximum=8))
+    with pytest.raises(MetadataError) as e:
+        HANDLER.load(disks[3])
+    assert (e.value.structure, e.value.field, e.value.offset) == ("spare_assign[0]", "populated", conf0 + 20)
+    disks[3].write(conf0, _spare_record(b"x" * 24, populated=1, maximum=500))
+    with pytest.raises(MetadataError) as e:
+        HANDLER.load(disks[3])
+    assert e.value.field == "max"
+
+
+@pytest.mark.parametrize(("scenario", "fail", "slot"), [("ddf-raid10", "0de33044", 1), ("ddf-raid1", "4aac579f", 1)])
+def test_rebuild_onto_a_new_spare(scenario: str, fail: str, slot: int) -> None:
+    disks = writable(scenario)
+    c = container(scenario, disks)
+    failed = c.apply([FailDisk(fail), AddSpare("SPARE001", 131072)], env())
+    assert failed.model().volume(0).member(slot).state == MemberState.FAILED
+    spare = next(d.ref for d in failed.model().disks if d.state == DiskState.SPARE)
+    act = failed.apply([ActivateSpare(0, slot, spare)], env())
+    v = act.model().volume(0)
+    assert v.member(slot).disk_ref == spare and v.member(slot).state == MemberState.REBUILDING
+    done = act.apply([MemberInSync(0, slot)], env())
+    assert done.model().volume(0).state == VolumeState.NORMAL
+    assert done.header.seq == c.header.seq + 3
+
+
+def test_member_missing_at_assembly_is_recorded_as_mdadm_does() -> None:
+    """handle_missing: a member never assembled becomes Failed|Missing and its slot's refnum 0."""
+    disks = writable("ddf-raid5")
+    c = HANDLER.assemble([HANDLER.load(disks[0]), HANDLER.load(disks[2])])
+    assert c.model().disk("2209d27b").path is None
+    new = c.apply([FailDisk("2209d27b")], env())
+    pd = new.pd(0x2209D27B)
+    assert pd is not None and pd.state == S.PD_FAILED | S.PD_MISSING
+    assert new.bvds(new.vd_guid(0))[0].phys_refnum[0] == 0
+    v = new.model().volume(0)
+    assert v.member(0).disk_ref is None and v.member(0).state == MemberState.MISSING
+    assert v.state == VolumeState.DEGRADED
+    write(new)
+    back = HANDLER.assemble([HANDLER.load(disks[0]), HANDLER.load(disks[2])])
+    assert back.model() == new.model()
+    # mdadm's --examine shows the emptied slot as "--"
+    assert "Raid Devices[0] : 3 (--@0K 0@0K 2@0K)" in HANDLER.load(disks[0]).examine()
+
+
+def test_dirty_flip_of_a_later_vd_entry() -> None:
+    """VD entry 7 lives in the VD section's second sector: that sector and the CRC's first one change."""
+    from formats.blockio import MemoryDisk
+    from formats.ddf import VolumeSpec, create
+
+    specs = [VolumeSpec(f"v{k}", 1, (0, 1), size_sectors=1024, clean=True) for k in range(8)]
+    c = create([("a", 131072), ("b", 131072)], specs, env(), hostname="h")
+    for s in "ab":
+        c.attach(s, MemoryDisk(bytes(131072 * 512), name=f"/dev/{s}"))
+    write(c)
+    new = c.apply([SetDirty(7, True)], Environment(now=lambda: NOW + 5))
+    sec, pri, n = 131072 - 65536, 131072 - 32768, 131072
+    for ws in changed_sectors(new).values():
+        assert [w.offset // 512 for w in ws] == [sec + 130, sec + 131, sec, pri + 130, pri + 131, pri, n - 1]
+
+
+CHANGES = st.one_of(
+    st.builds(SetDirty, st.integers(0, 1), st.booleans()),
+    st.builds(SetCheckpoint, st.integers(0, 1), st.integers(0, 1 << 20)),
+    st.builds(StartResync, st.integers(0, 1)),
+    st.builds(EndMigration, st.integers(0, 1)),
+    st.builds(FailDisk, st.sampled_from(["276ff0b0", "4624ee28", "e5a87b6c", "34175d40", "nosuchdk"])),
+    st.builds(ActivateSpare, st.integers(0, 1), st.integers(0, 3), st.sampled_from(["34175d40", "4624ee28", "NEW"])),
+    st.builds(MemberInSync, st.integers(0, 1), st.integers(0, 3)),
+    st.builds(AddSpare, st.just("NEW"), st.sampled_from([1000, 131072, 200000])),
+    st.builds(RemoveDisk, st.sampled_from(["276ff0b0", "4624ee28", "34175d40", "NEW"])),
+)
+
+
+@settings(max_examples=40)
+@given(st.lists(st.lists(CHANGES, min_size=1, max_size=3), min_size=1, max_size=4))
+def test_any_change_sequence_gives_metadata_that_reloads(batches: list[list[Change]]) -> None:
+    disks = writable("ddf-raid5-spare")
+    c = container("ddf-raid5-spare", disks)
+    for i, batch in enumerate(batches):
+        before = c.model()
+        try:
+            new = c.apply(batch, Environment(now=lambda i=i: NOW + i, rng=random.Random(i)))
+        except ChangeRejected:
+            assert c.model() == before
+            continue
+        assert c.model() == before
+        assert new.header.seq in (c.header.seq, c.header.seq + 1)
+        write(new)
+        back = reload([d for d in disks if d.name in {x.name for x in new.disks().values()}])
+        assert back.model() == new.model()
+        c = new
