@@ -76,6 +76,8 @@ class Manager:
         self.pending: list[Request] = []
         self._woken = trio.Event()
         self._retry_at = float("inf")
+        self.scans = 0
+        self.adopting = True
         monitor.on_request = self.request
 
     # -- requests from the monitor and the control socket ---------------------------
@@ -109,14 +111,25 @@ class Manager:
             await self.scan()
             self._woken.set()
 
+    def stop_adopting(self) -> None:
+        """SIGTERM (mdmon.md §1.7): adopt nothing new; make the arrays go clean quickly."""
+        self.adopting = False
+        for md in self.arrays.values():
+            with contextlib.suppress(OSError):
+                md.write_once("safe_mode_delay", "0.001")
+        self._woken.set()
+
     async def scan(self) -> None:
         """Adopt the container's new member arrays; forget the ones that are gone."""
+        self.scans += 1
         seen = set()
         for e in parse_mdstat(self.kernel.mdstat()):
             if e.container != self.container:
                 continue
             seen.add(e.name)
             if e.name in self.arrays or not e.active or e.level in (None, *UNMONITORED) or e.subarray is None:
+                continue
+            if not self.adopting:
                 continue
             if not e.subarray.isdigit():
                 continue
@@ -173,8 +186,8 @@ class Manager:
 
     async def _remove(self, r: Request) -> bool:
         md = self.arrays.get(r.array)
-        if md is None or r.device is None:
-            return True
+        if md is None or r.device is None or f"dev-{r.device}" not in md.devices():
+            return True  # gone already (the monitor asks on every pass until it is)
         try:
             await self._run_blocking(partial(self.kernel.remove_member, r.array, r.device))
         except OSError as e:
@@ -193,7 +206,7 @@ class Manager:
         if md is None:
             return True
         snap = read_snapshot(md)
-        if snap.blocked or snap.sync_action is not SyncAction.IDLE or len(self.monitor.queue):
+        if _frozen(md) or snap.sync_action is not SyncAction.IDLE or len(self.monitor.queue):
             return False
         model = self.store.model()
         vol = model.volume(r.volume)
@@ -298,3 +311,12 @@ class Manager:
             self.events.emit(
                 "rebuild-resumed", array=name, volume=volume, slot=m.slot, disk=m.disk_ref, recovery_start=start
             )
+
+
+def _frozen(md: ManagedArray) -> bool:
+    """mdadm has frozen the array (``external:-``), or we cannot tell (mdmon.md §3.5)."""
+    try:
+        version = md.read("metadata_version").strip()
+    except OSError:
+        return True
+    return version[len("external:") : len("external:") + 1] == "-"

@@ -23,7 +23,15 @@ import select
 import trio
 
 #: Array attributes the monitor reads, and which of them notify.
-ARRAY_ATTRS = ("array_state", "sync_action", "sync_completed", "resync_start", "metadata_version", "degraded")
+ARRAY_ATTRS = (
+    "array_state",
+    "sync_action",
+    "sync_completed",
+    "resync_start",
+    "metadata_version",
+    "degraded",
+    "safe_mode_delay",
+)
 ARRAY_WATCHED = ("array_state", "sync_action", "sync_completed")
 #: Per-device attributes, and which notify.
 DEV_ATTRS = ("state", "slot", "recovery_start")

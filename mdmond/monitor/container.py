@@ -85,6 +85,7 @@ class ContainerMonitor:
         self.checkpoint_interval = checkpoint_interval
         self.on_request = on_request or (lambda r: None)
         self.arrays: dict[str, Watched] = {}
+        self.release_when_clean = False  # SIGTERM: let go of each array once it is clean
         self.passes = 0  # passes begun
         self.finished = 0  # passes completed
         self._woken = trio.Event()
@@ -163,7 +164,7 @@ class ContainerMonitor:
                 continue
             w.before, w.progress, w.wake_at = snap, p.progress, p.wake_at
             self._record(w, p)
-            if p.stop:
+            if p.stop or (self.release_when_clean and snap.array_state.rank < ArrayState.ACTIVE.rank):
                 del self.arrays[name]
                 self.events.emit("array-released", array=name, volume=w.volume)
         self._propagate_failures(plans)

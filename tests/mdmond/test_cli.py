@@ -1,0 +1,54 @@
+"""The command line: examine (text, JSON, round trip) and dry-run, as an administrator runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mdmond.cli import main
+from tests.golden import GOLDEN, disk_count, examine, golden_serial
+
+
+def spec(scenario: str, n: int) -> str:
+    return f"{GOLDEN / scenario / f'disk{n}.img.xz'},serial={golden_serial(n)}"
+
+
+def test_examine_json_matches_mdadm(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["examine", "--json", spec("imsm-raid5", 0)]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    ex = examine("imsm-raid5", 0)
+    assert entry["format"] == "imsm" and entry["uuid"] == ex.fields["UUID"]
+    (vol,) = entry["volumes"]
+    assert vol["level"] == 5 and vol["state"] == "normal" and vol["dirty"] is False
+    assert [m["serial"] for m in vol["members"]] == ["MDVM00000000", "MDVM00000001", "MDVM00000002"]
+
+
+def test_examine_text_with_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["examine", "--check-roundtrip", spec("imsm-raid1", 0)]) == 0
+    out = capsys.readouterr().out
+    assert "Intel Raid ISM Cfg Sig." in out and "Round trip : identical" in out
+
+
+def test_bad_image_exits_1_with_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "blank.img"
+    img.write_bytes(bytes(1 << 20))
+    assert main(["examine", "--json", str(img)]) == 1
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["device"] == str(img) and entry["error"]["kind"] == "no-metadata"
+
+
+def test_missing_file_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["examine", "/nonexistent/disk.img"]) == 1
+    assert "/nonexistent/disk.img" in capsys.readouterr().err
+
+
+def test_dry_run_json(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [spec("imsm-raid1", n) for n in range(disk_count("imsm-raid1"))]
+    assert main(["dry-run", "--json", "--write-at", "1", "--duration", "10", *args]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (c,) = report["containers"]
+    events = [e["event"] for e in c["events"]]
+    assert events.count("state-written") >= 3  # read-auto, active, clean
+    assert c["after"]["volumes"][0]["dirty"] is False

@@ -1,0 +1,125 @@
+"""A container service end to end on the simulated kernel: files, socket, exit rules, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from mdmond.control import frames
+from mdmond.kernel.values import ArrayState as S
+from mdmond.service import VERSION, AlreadyManaged, ContainerService
+
+from .test_manager import World, until
+from .test_metadata import inline
+
+
+def service(w: World, run_dir: Path, **kw: object) -> ContainerService:
+    return ContainerService(
+        "md127",
+        w.kernel,
+        lambda: w.store.metadata,
+        run_dir=run_dir,
+        runner=inline,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def ping(path: Path) -> bytes:
+    async with await trio.open_unix_socket(str(path)) as s:
+        await s.send_all(frames.encode(frames.Frame(0)))
+        got = b""
+        with trio.fail_after(10):
+            while len(got) < 12 + len(VERSION) + 1:
+                got += await s.receive_some()
+        return got
+
+
+async def test_files_socket_and_exit_when_the_last_array_stops(tmp_path: Path) -> None:
+    w = World("imsm-raid5", state=S.ACTIVE)
+    svc = service(w, tmp_path)
+    async with trio.open_nursery() as n:
+        n.start_soon(w.md.run)
+        await n.start(svc.run)
+        assert (tmp_path / "md127.pid").read_text() == f"{os.getpid()}\n"
+        assert await ping(tmp_path / "md127.sock") == frames.reply(VERSION.encode() + b"\0")
+        await until(lambda: "md126" in svc.monitor.arrays)  # type: ignore[union-attr]
+        w.md.write("array_state", "inactive")  # mdadm --stop
+        with trio.fail_after(10):
+            while (tmp_path / "md127.pid").exists():
+                await trio.sleep(0.02)
+        n.cancel_scope.cancel()
+    assert not (tmp_path / "md127.sock").exists()
+    assert w.md.array_state is S.CLEAR
+
+
+async def test_a_live_instance_is_not_displaced_without_takeover_but_is_with_it(tmp_path: Path) -> None:
+    # The previous instance: a live process named like mdmon, with a socket that answers.
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mdmon", "md127"])
+    try:
+        w = World("imsm-raid5", state=S.ACTIVE)
+        first = service(w, tmp_path, exclusive_open=lambda: False)
+        async with trio.open_nursery() as n:
+            n.start_soon(w.md.run)
+            await n.start(first.run)
+            (tmp_path / "md127.pid").write_text(f"{victim.pid}\n")
+            with pytest.raises(AlreadyManaged):
+                await service(w, tmp_path).run()
+            second = service(w, tmp_path, takeover=True, exclusive_open=lambda: False)
+            await n.start(second.run)
+            with trio.fail_after(10):
+                while victim.poll() is None:
+                    await trio.sleep(0.05)
+            assert victim.returncode == -signal.SIGTERM
+            assert (tmp_path / "md127.pid").read_text() == f"{os.getpid()}\n"
+            await until(lambda: "took-over" in second.events.kinds(), limit=10)
+            n.cancel_scope.cancel()
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+async def test_sigterm_leaves_every_array_clean_then_exits_keeping_the_files(tmp_path: Path) -> None:
+    w = World("imsm-raid5")  # started read-only, as mdadm starts it
+    svc = service(w, tmp_path)
+    async with trio.open_nursery() as n:
+        n.start_soon(w.md.run)
+        done = trio.Event()
+
+        async def serve() -> None:
+            await svc.run()
+            done.set()
+
+        n.start_soon(serve)
+        await until(lambda: svc.monitor is not None and "md126" in svc.monitor.arrays)
+        await w.md.submit_write()
+        assert w.model().volume(0).dirty
+        svc.terminate()
+        with trio.fail_after(30):
+            await done.wait()
+        n.cancel_scope.cancel()
+    assert w.md.array_state is S.CLEAN and not w.model().volume(0).dirty
+    assert (tmp_path / "md127.pid").exists()  # the successor that sent SIGTERM cleans up
+
+
+async def test_an_exclusive_holder_keeps_the_service_alive(tmp_path: Path) -> None:
+    w = World("imsm-raid5", state=S.ACTIVE)
+    held = [True]
+    svc = service(w, tmp_path, exclusive_open=lambda: not held[0])
+    async with trio.open_nursery() as n:
+        n.start_soon(w.md.run)
+        await n.start(svc.run)
+        w.md.write("array_state", "inactive")
+        await trio.sleep(1)
+        assert (tmp_path / "md127.pid").exists()  # mdadm holds the container: stay
+        held[0] = False
+        with trio.fail_after(10):
+            while (tmp_path / "md127.pid").exists():
+                await trio.sleep(0.02)
+        n.cancel_scope.cancel()
