@@ -45,6 +45,16 @@ def _examine(args: argparse.Namespace) -> int:
                 )
         if args.json:
             results.append(entry)
+        elif args.brief:
+            vols = ", ".join(
+                f"{v.name} raid{v.level} {v.state.value}{' dirty' if v.dirty else ''}" for v in model.volumes
+            )
+            line = f"{path}: {model.format} {model.uuid} [{vols or 'spare'}]"
+            if args.check_roundtrip:
+                rt = entry["roundtrip"]
+                assert isinstance(rt, dict)
+                line += " round trip " + ("identical" if rt["identical"] else f"DIFFERS at {rt['first_difference']:#x}")
+            print(line)
         else:
             text = copy.examine()
             print(text if text.endswith("\n") else text + "\n", end="")
@@ -93,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="block device, raw image or .xz image; an image may name its drive's serial as IMAGE,serial=S",
     )
     ex.add_argument("--json", action="store_true", help="one JSON object per device, in order")
+    ex.add_argument("--brief", action="store_true", help="one line per device")
     ex.add_argument(
         "--check-roundtrip",
         action="store_true",

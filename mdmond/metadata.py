@@ -118,8 +118,13 @@ class MetadataStore:
             else:
                 plan[ref], before[ref] = list(writes), None  # T0 is read from the disk first
         plan = {ref: ws for ref, ws in plan.items() if ws}
+        written: dict[str, list[Write]] = {}
+
+        def work() -> None:
+            written.update(_write_with_rollback(plan, before, disks))
+
         try:
-            await self._run(lambda: _write_with_rollback(plan, before, disks))
+            await self._run(work)
         except CommitFailed as e:
             for ref in e.not_restored:
                 self._on_disk.pop(ref, None)  # no longer known: read it back next time
@@ -128,8 +133,8 @@ class MetadataStore:
             self._on_disk[ref] = {(w.offset, len(w.data)): w.data for w in writes}
         for ref in set(self._on_disk) - set(full):
             del self._on_disk[ref]  # a disk that left the container
-        self.writes += sum(len(ws) for ws in plan.values())
-        self.bytes_written += sum(len(w.data) for ws in plan.values() for w in ws)
+        self.writes += sum(len(ws) for ws in written.values())
+        self.bytes_written += sum(len(w.data) for ws in written.values() for w in ws)
 
 
 def changed_runs(old: Sequence[Write], new: Sequence[Write], sector: int) -> tuple[list[Write], list[Write]]:
@@ -154,18 +159,26 @@ def changed_runs(old: Sequence[Write], new: Sequence[Write], sector: int) -> tup
 
 
 def _write_with_rollback(
-    plan: Mapping[str, list[Write]], known: Mapping[str, list[Write] | None], disks: Mapping[str, Disk]
-) -> None:
+    full: Mapping[str, list[Write]], known: Mapping[str, list[Write] | None], disks: Mapping[str, Disk]
+) -> dict[str, list[Write]]:
     """Write every disk's plan; on failure put back what was there (runs in a worker thread).
 
-    Disks are written one after another, each flushed before the next, so at
-    most one disk's copy can be torn by a crash: mdadm takes the newest intact
-    copy.
+    Where the previous bytes are not yet known, they are read first (for the
+    rollback) and only the sectors that differ are written.  Disks are written
+    one after another, each flushed before the next, so at most one disk's
+    copy can be torn by a crash: mdadm takes the newest intact copy.  Returns
+    what was written.
     """
-    before = {
-        ref: known.get(ref) or [Write(w.offset, disks[ref].read(w.offset, len(w.data))) for w in ws]
-        for ref, ws in plan.items()
-    }
+    plan: dict[str, list[Write]] = {}
+    before: dict[str, list[Write]] = {}
+    for ref, ws in full.items():
+        k = known.get(ref)
+        if k is None:
+            t0 = [Write(w.offset, disks[ref].read(w.offset, len(w.data))) for w in ws]
+            plan[ref], before[ref] = changed_runs(t0, ws, disks[ref].sector_size)
+        else:
+            plan[ref], before[ref] = list(ws), k
+    plan = {ref: ws for ref, ws in plan.items() if ws}
     done: dict[str, int] = {}  # writes each disk has taken (a failed flush counts them all as possibly taken)
     try:
         for ref, writes in plan.items():
@@ -188,3 +201,4 @@ def _write_with_rollback(
             except DiskIOError:
                 failed.append(r)
         raise CommitFailed(e, tuple(restored), tuple(failed)) from e
+    return plan

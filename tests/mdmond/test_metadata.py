@@ -120,11 +120,12 @@ async def test_imsm_dirty_flip_writes_a_few_sectors_and_mdadm_copy_stays_valid()
     disks = [overlay("imsm-raid5", n) for n in range(disk_count("imsm-raid5"))]
     h = formats.imsm.HANDLER
     store = MetadataStore(h.assemble([h.load(d) for d in disks]), runner=inline)
-    await store.commit([SetDirty(0, True)])  # first commit: whole metadata, T0 read from disk
+    await store.commit([SetDirty(0, True)])  # first commit: T0 read from disk, only the difference written
     first = store.bytes_written
-    await store.commit([SetDirty(0, False)])
+    await store.commit([SetDirty(0, False)])  # then from the bytes in hand
     flip = store.bytes_written - first
-    assert flip <= 2 * 512 * len(disks) < first
+    assert 0 < first <= 2 * 512 * len(disks)
+    assert 0 < flip <= 2 * 512 * len(disks)
     again = h.assemble([h.load(d) for d in disks]).model()
     assert not again.volume(0).dirty and again.generation == store.model().generation
     for d in disks:
