@@ -90,6 +90,23 @@ class RemoveDisk:
     disk_ref: str
 
 
+@dataclass(frozen=True)
+class MdadmUpdate:
+    """A metadata update mdadm sent over the control socket, in the format's own bytes.
+
+    mdadm builds these itself (a new volume, a disk added to or removed from the
+    container, a volume killed or renamed) and leaves applying them to the
+    monitor.  The format decodes ``payload`` inside ``apply``; a message it
+    cannot decode or that does not fit raises ``ChangeRejected`` naming what
+    and where, and nothing is written.
+    """
+
+    payload: bytes
+
+    def __repr__(self) -> str:  # the payload can be kilobytes: logs get its size and head
+        return f"MdadmUpdate(<{len(self.payload)} bytes: {self.payload[:8].hex()}...>)"
+
+
 Change = (
     SetDirty
     | SetCheckpoint
@@ -100,6 +117,7 @@ Change = (
     | EndMigration
     | AddSpare
     | RemoveDisk
+    | MdadmUpdate
 )
 
 

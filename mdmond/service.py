@@ -22,6 +22,7 @@ from pathlib import Path
 import trio
 
 from formats.base import ContainerMetadata
+from formats.changes import MdadmUpdate
 
 from . import __version__
 from .control.frames import Frame, encode
@@ -111,9 +112,17 @@ class ContainerService:
             self.manager.stop_adopting()
 
     async def _update(self, payload: bytes) -> None:
-        # Format-specific update messages (mdadm's create/reshape) are not decoded yet: refuse
-        # loudly rather than pretend; mdadm then reports the failure to its user.
-        self.events.emit("update-unsupported", container=self.container, length=len(payload))
+        """Queue an update mdadm composed; as mdmon, acknowledge it once queued, not once written.
+
+        mdadm follows its updates with a ping-monitor, which answers only after a
+        whole monitor pass, so by then the update is on disk (or refused and logged
+        by the monitor as ``update-refused``).  After SIGTERM updates are dropped,
+        still acknowledged, as mdmon drops them: the successor reloads the metadata.
+        """
+        if self.sigterm or self.monitor is None:
+            self.events.emit("update-dropped", container=self.container, length=len(payload))
+            return
+        self.monitor.queue.post([MdadmUpdate(payload)])
 
     async def _until_done(self) -> None:
         """mdmon's exit test: arrays once seen, now none (or SIGTERM and all clean), and no exclusive holder."""

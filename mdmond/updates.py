@@ -56,10 +56,14 @@ class UpdateQueue:
 
     async def submit(self, changes: Sequence[Change]) -> ContainerMetadata:
         """Queue the changes and wait until they are on every disk (or refused: the error is raised)."""
+        return await self.post(changes).wait()
+
+    def post(self, changes: Sequence[Change]) -> Update:
+        """Queue the changes without waiting (mdadm's updates are acknowledged once queued)."""
         update = Update(changes)
         self._pending.append(update)
         self._on_submit()
-        return await update.wait()
+        return update
 
     def take(self) -> list[Update]:
         taken, self._pending = self._pending, []

@@ -123,3 +123,26 @@ async def test_an_exclusive_holder_keeps_the_service_alive(tmp_path: Path) -> No
             while (tmp_path / "md127.pid").exists():
                 await trio.sleep(0.02)
         n.cancel_scope.cancel()
+
+
+async def test_an_mdadm_update_is_acknowledged_then_applied_or_refused_by_the_monitor(tmp_path: Path) -> None:
+    """mdmon's order: ack once queued; the ping-monitor after it answers once the monitor has judged it."""
+    w = World("imsm-raid5", state=S.ACTIVE)
+    svc = service(w, tmp_path)
+    before = w.store.metadata
+    async with trio.open_nursery() as n:
+        n.start_soon(w.md.run)
+        await n.start(svc.run)
+        junk = b"\xff" * 16  # no format's update type: must be refused, and nothing written
+        async with await trio.open_unix_socket(str(tmp_path / "md127.sock")) as s:
+            await s.send_all(frames.encode(frames.Frame(len(junk), junk)))
+            got = b""
+            with trio.fail_after(10):
+                while len(got) < 12:
+                    got += await s.receive_some()
+            assert got == frames.reply()
+        await ping(tmp_path / "md127.sock")
+        refused = [e for e in svc.events.records if e.kind == "update-refused"]
+        assert len(refused) == 1 and "16 bytes" in refused[0].fields["changes"][0]
+        assert svc.monitor is not None and svc.monitor.store.metadata is before
+        n.cancel_scope.cancel()
