@@ -13,6 +13,7 @@ from formats.errors import DiskIOError, MetadataError
 
 from . import __version__
 from .dryrun import Action, describe, dry_run
+from .entry import add_run_parser, mdmon_main
 from .examine import container_json, error_json
 from .images import open_image
 
@@ -127,10 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--json", action="store_true", help="the report as JSON (events, before, after, would-write)")
     dr.add_argument("--sector-size", type=int, choices=(512, 4096))
     dr.set_defaults(func=_dry_run)
+    add_run_parser(sub)
+    sub.add_parser("mdmon", help="mdmon's own command line, for stock mdadm: mdmond mdmon [--takeover] ... CONTAINER")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["mdmon"]:  # mdmon's options are its own (mdmon -Ft md127), not argparse's
+        return mdmon_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
