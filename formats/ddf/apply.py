@@ -39,6 +39,8 @@ Change by change (formats.md §2.12):
   distance from the disk's end for the metadata as the existing disks;
   ``attach`` takes the serial it was added under (or the refnum).
 * ``RemoveDisk``: PD_State Missing; the disk is no longer written.
+* ``MdadmUpdate``: one of mdadm's PHYS_RECORDS / VIRT_RECORDS / VD_CONF
+  messages, decoded and applied as ``ddf_process_update`` does (``updates.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from ..changes import (
     EndMigration,
     Environment,
     FailDisk,
+    MdadmUpdate,
     MemberInSync,
     RemoveDisk,
     SetCheckpoint,
@@ -135,6 +138,10 @@ def apply_changes(c: DDFContainer, changes: Sequence[Change], env: Environment) 
             _add_spare(b, ch)
         elif isinstance(ch, RemoveDisk):
             _remove(b, _refnum(c, ch.disk_ref))
+        elif isinstance(ch, MdadmUpdate):
+            from .updates import apply_update
+
+            apply_update(b, ch.payload)
         else:  # pragma: no cover - the Change union is closed
             raise ChangeRejected(f"ddf: unknown change {ch!r}")
     b.finish()

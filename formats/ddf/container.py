@@ -44,6 +44,9 @@ class Member:
     workspace_lba: int
     templates: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # extents as read
     serial: str | None = None  # the drive serial it was added under (``AddSpare``), for ``attach``
+    # sectors == 0: added by an mdadm PHYS_RECORDS message, laid out at ``attach`` like the disk that
+    # headed the list then: its (sectors, primary_lba, secondary_lba, workspace_lba), or None
+    like: tuple[int, int, int, int] | None = None
 
     def copy(self) -> Member:
         return Member(
@@ -58,6 +61,7 @@ class Member:
             self.workspace_lba,
             self.templates,
             self.serial,
+            self.like,
         )
 
 
@@ -307,8 +311,27 @@ class DDFContainer(ContainerMetadata):
                         f"{disk.name}: {disk.sector_size}-byte sectors in a {self.sector_size}-byte container"
                     )
                 size = disk.size_bytes // S.SECTOR
+                if m.sectors == 0:
+                    self._lay_out(m, size, disk.name)
                 if size != m.sectors:
                     raise ValueError(f"{disk.name}: {size} sectors, but {ref} was laid out for {m.sectors}")
                 m.disk = disk
                 return
         raise KeyError(ref)
+
+    def _lay_out(self, m: Member, size: int, name: str) -> None:
+        """add_to_super_ddf's LBAs for a disk whose PD entry came in a message; its config_size must agree."""
+        from .apply import MIN_DISK_SECTORS, new_lbas, set_config_size
+
+        pd = self.pd(m.refnum)
+        if pd is None or size <= MIN_DISK_SECTORS:
+            raise ValueError(f"{name}: {size} sectors cannot hold PD {M.ref_text(m.refnum)}")
+        like = None if m.like is None else Member(0, None, [], None, None, *m.like)
+        lbas = new_lbas(size, like)
+        if set_config_size(size, *lbas) != pd.config_size:
+            raise ValueError(
+                f"{name}: {size} sectors give a configured size of {set_config_size(size, *lbas)},"
+                f" but PD {M.ref_text(m.refnum)} records {pd.config_size}"
+            )
+        m.sectors = size
+        m.primary_lba, m.secondary_lba, m.workspace_lba = lbas
