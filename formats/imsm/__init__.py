@@ -3,6 +3,18 @@
 ``structs`` declares the bytes, ``codec`` walks and builds them, ``load`` reads
 a disk, ``model``/``geometry``/``examine`` interpret, ``container`` and
 ``apply`` change and write, ``create`` builds new containers.
+
+``updates`` (with ``update_structs``) applies the messages mdadm 4.2 sends a
+running mdmon instead of writing itself (``MdadmUpdate``), with mdmon's rules:
+``update_create_array`` (a second volume; first come wins), ``update_kill_array``,
+``update_rename_array``, ``update_size_change``, ``update_rwh_policy``, and, as
+no-ops here, ``update_add_remove_disk`` (the daemon's manager reports container
+disks as ``AddSpare``/``RemoveDisk``) and ``update_prealloc_badblocks_mem``.
+The reshape family (``update_reshape_container_disks``, ``update_reshape_migration``,
+``update_takeover``, ``update_general_migration_checkpoint``) and
+``update_activate_spare`` are refused.  Kill and rename are refused while the
+volumes they touch are active: the caller says which are, through
+``IMSMContainer.active_volumes``.
 """
 
 from __future__ import annotations

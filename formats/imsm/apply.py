@@ -17,6 +17,7 @@ from ..changes import (
     EndMigration,
     Environment,
     FailDisk,
+    MdadmUpdate,
     MemberInSync,
     RemoveDisk,
     SetCheckpoint,
@@ -29,6 +30,7 @@ from .container import IMSMContainer, Spare
 from .geometry import blocks_per_migr_unit
 from .records import DevRec, DiskRec, MapRec, MpbRec
 from .serial import normalise_serial
+from .updates import apply_payload
 
 MIGR_REPAIR = 5  # in memory only: stored as VERIFY + DEV_VERIFY_AND_FIX
 
@@ -400,10 +402,21 @@ def _remove_disk(c: IMSMContainer, ref: str) -> None:
 
 
 def apply_changes(c: IMSMContainer, changes: Sequence[Change], env: Environment) -> None:
+    """Apply in order, then do one write's bookkeeping (``finish_write``).
+
+    A batch made only of mdadm updates that change nothing (``updates``:
+    ``update_add_remove_disk``, an unchanged RWH policy) leaves the generation
+    alone, as mdmon then writes nothing.
+    """
     if not changes:
         return
     mpb = c.mpb
+    touched = False
     for ch in changes:
+        if isinstance(ch, MdadmUpdate):
+            touched |= apply_payload(c, ch.payload)
+            continue
+        touched = True
         if isinstance(ch, SetDirty):
             _set_dirty(_dev(mpb, ch.volume), ch.dirty)
         elif isinstance(ch, SetCheckpoint):
@@ -424,7 +437,8 @@ def apply_changes(c: IMSMContainer, changes: Sequence[Change], env: Environment)
             _remove_disk(c, ch.disk_ref)
         else:  # pragma: no cover - the Change union is closed
             raise ChangeRejected(f"imsm: unknown change {ch!r}")
-    finish_write(mpb)
+    if touched:
+        finish_write(c.mpb)
 
 
 def finish_write(mpb: MpbRec) -> None:

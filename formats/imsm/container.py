@@ -33,6 +33,10 @@ class Spare:
 
 class IMSMContainer(ContainerMetadata):
     format = FORMAT
+    #: Container member indices of the volumes md is running, as the daemon knows them.
+    #: Set by the caller before ``apply``: mdmon refuses to kill or rename an active
+    #: volume (``updates.must_be_inactive``); empty = not known, nothing refused.
+    active_volumes: frozenset[int] = frozenset()
 
     def __init__(
         self,
@@ -62,7 +66,7 @@ class IMSMContainer(ContainerMetadata):
         )
 
     def copy(self) -> IMSMContainer:
-        return IMSMContainer(
+        new = IMSMContainer(
             self.mpb.clone(),
             self.sector_size,
             dict(self.members),
@@ -70,6 +74,8 @@ class IMSMContainer(ContainerMetadata):
             self.tail,
             self.migr_sector,
         )
+        new.active_volumes = self.active_volumes
+        return new
 
     # -- ContainerMetadata -------------------------------------------------------------
     def model(self) -> Container:
