@@ -52,6 +52,8 @@ DEFAULT_SYNC_SPEED = 20480
 PROGRESS_STEPS = 16
 
 _STOPPED = (ArrayState.CLEAR, ArrayState.INACTIVE, ArrayState.UNREADABLE)
+#: md's redundancy group: absent for a RAID0 and for an array not running (transcripts: null).
+_REDUNDANCY_ATTRS = ("sync_action", "sync_completed", "degraded", "mismatch_cnt")
 _WRITABLE = (ArrayState.CLEAN, ArrayState.ACTIVE, ArrayState.WRITE_PENDING, ArrayState.ACTIVE_IDLE)
 
 
@@ -67,7 +69,12 @@ class SimDevice:
     size_kib: int = 0
 
     def state_text(self) -> str:
-        return ",".join(f for f in _FLAG_ORDER if f in self.flags)
+        # md derives "spare" (state_show): any working device not in sync, including one
+        # rebuilding in a slot (transcripts, step "failed": ``spare,external_bbl`` at slot 1).
+        flags = self.flags - {"spare"}
+        if not flags & {"faulty", "in_sync", "journal"}:
+            flags = flags | {"spare"}
+        return ",".join(f for f in _FLAG_ORDER if f in flags)
 
 
 # The order md's state_show prints flags in.
@@ -98,7 +105,7 @@ class SimArray:
         level: int = 1,
         devices: Iterable[str] = ("sda", "sdb"),
         component_sectors: int = 65536,
-        resync_start: int = MAX_SECTOR,
+        resync_start: int | None = None,
         metadata_version: str = "external:/md127/0",
         sync_speed: int = DEFAULT_SYNC_SPEED,
     ) -> None:
@@ -107,7 +114,11 @@ class SimArray:
         self.safe_mode_delay = safe_mode_delay
         self.level = level
         self.component_sectors = component_sectors
-        self.resync_start = resync_start
+        # md's initial recovery_cp is 0; mdadm sets it only for redundant levels, so a
+        # RAID0 reads "0" for ever (transcripts: every RAID0 step).
+        self.resync_start = (0 if level == 0 else MAX_SECTOR) if resync_start is None else resync_start
+        #: md refuses to start a dirty degraded RAID4/5/6 unless this is set (md-mod start_dirty_degraded).
+        self.start_dirty_degraded = False
         self.metadata_version = metadata_version
         self.sync_speed = sync_speed
         self.devs: dict[str, SimDevice] = {}
@@ -154,6 +165,12 @@ class SimArray:
             self.raid_disks - sum(1 for d in self.devs.values() if d.slot is not None)
         )
 
+    @property
+    def has_redundancy_attrs(self) -> bool:
+        """md's redundancy group (sync_action, degraded ...) exists once a personality with a
+        sync thread runs: never for a RAID0, not for an array not started (transcripts)."""
+        return self.level != 0 and self._state.running
+
     def devices(self) -> tuple[str, ...]:
         """The ``dev-*`` directories, as listed in sysfs."""
         return tuple(f"dev-{n}" for n in sorted(self.devs))
@@ -177,6 +194,10 @@ class SimArray:
         return self._array_attr(attr) + "\n"
 
     def _array_attr(self, attr: str) -> str:
+        if attr in _REDUNDANCY_ATTRS and not self.has_redundancy_attrs:
+            raise OSError(errno.ENOENT, f"{self.name}: no attribute {attr} (no sync thread)")
+        if attr == "consistency_policy":
+            return "unknown" if not self._state.running else ("none" if self.level == 0 else "resync")
         if attr == "sync_action":
             idle = self.sync_action is SyncAction.IDLE
             return "frozen" if self.frozen and idle else self.sync_action.value
@@ -209,6 +230,8 @@ class SimArray:
             self.safe_mode_delay = float(value)
             self._kick_kernel()
         elif attr == "sync_action":
+            if not self.has_redundancy_attrs:
+                raise OSError(errno.ENOENT, f"{self.name}: no attribute sync_action")
             self._write_sync_action(value)
         elif attr == "resync_start":
             if self._state.running and self._state is not ArrayState.READONLY:
@@ -266,6 +289,9 @@ class SimArray:
             return
         d.flags -= {"in_sync"}
         d.flags |= {"faulty", "blocked"}
+        # Not modelled: on the real kernel the personality's error handler also sets
+        # MD_SB_CHANGE_PENDING, so the array reads write-pending (and holds writes) until user
+        # space writes "active", then reads what it was (tests/vm/test_sysfs_driver.py).
         if self.sync_action is not SyncAction.IDLE:
             self._interrupt_sync()
         self._notify()
@@ -328,11 +354,24 @@ class SimArray:
                 raise OSError(errno.EBUSY, f"{self.name}: writes in flight")
             self._set(ArrayState.CLEAN)
             return
+        if new in (ArrayState.READONLY, ArrayState.READ_AUTO) and not self._state.running:
+            self._check_startable()
+        if new is ArrayState.READ_AUTO and self.level == 0:
+            # A RAID0 has nothing for read-auto to hold back: mdmon writes read-auto and it
+            # reads clean (transcripts, step "assembled": vol1 RAID0 clean beside a
+            # read-auto RAID1/10; the same mdmon code path wrote both).
+            new = ArrayState.CLEAN
         if new in (ArrayState.INACTIVE, ArrayState.CLEAR) and self.sync_action is not SyncAction.IDLE:
             self._interrupt_sync()
         self._set(new)
         self._active_written.set()  # writers waiting on a stopped array fail
         self._kick_kernel()
+
+    def _check_startable(self) -> None:
+        """raid5's run: a dirty degraded array does not start (ddf-raid5-rebuild, step "assembled")."""
+        dirty = self.resync_start != MAX_SECTOR
+        if self.level in (4, 5, 6) and dirty and self.degraded and not self.start_dirty_degraded:
+            raise OSError(errno.EIO, f"{self.name}: cannot start dirty degraded array")
 
     def _write_sync_action(self, value: str) -> None:
         action = parse_sync_action(value)
@@ -377,6 +416,9 @@ class SimArray:
                 d.recovery_start = MAX_SECTOR
             elif value in ("-in_sync",):
                 d.flags.discard("in_sync")
+            elif value in ("external_bbl", "-external_bbl"):
+                # mdadm sets it on every IMSM member (transcripts: "in_sync,external_bbl").
+                (d.flags.discard if value[0] == "-" else d.flags.add)("external_bbl")
             else:
                 raise OSError(errno.EINVAL, f"{self.name}: dev-{d.name}/state {value!r}")
         elif what == "slot":
@@ -409,6 +451,8 @@ class SimArray:
             d.recovery_start = pos
             if pos == MAX_SECTOR:
                 d.flags.add("in_sync")
+            else:
+                d.flags.discard("in_sync")  # md: a position means "not in sync beyond it" (mdmon.md §7.2)
         else:
             raise OSError(errno.ENOENT, f"{self.name}: no attribute dev-{d.name}/{what}")
 
