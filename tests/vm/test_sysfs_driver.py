@@ -110,7 +110,21 @@ async def main():
     out["container_members"] = kernel.container_members(cont)
     out["metadata_version"] = kernel.metadata_version(vol)
     out["created_state"] = fresh(vol, "array_state")
+    comms = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                comms.append(open(f"/proc/{p}/comm").read().strip())
+            except OSError:
+                pass
+    out["mdmon_running"] = "mdmon" in comms
     arr = kernel.open_array(vol)
+    ready = []  # which watched attributes woke wait_change, by name
+    consume = arr._consume
+    def spy(fd):
+        ready.append(arr._by_fd.get(fd, "?"))
+        consume(fd)
+    arr._consume = spy
     # mdmon's part: the volume starts clean (mdadm leaves it to mdmon, which is not running).
     if arr.read("array_state").strip() != "clean":
         arr.write("array_state", "clean")
@@ -143,8 +157,18 @@ async def main():
     # (3) a member fails: notified through its state; /proc/mdstat notifies too.
     failed = os.path.basename(D[1])
     kernel.mdstat()
-    sh("mdadm", f"/dev/md/vol0", "--fail", D[1])
-    out["fail_seen"] = await wait_until(arr, lambda: "faulty" in arr.read(f"dev-{failed}/state"), 10)
+    arr.read("array_state"), arr.read(f"dev-{failed}/state")
+    del ready[:]
+    async def waiter():
+        with trio.move_on_after(10):
+            await arr.wait_change()
+            out["fail_woke"] = sorted(set(ready))
+    async with trio.open_nursery() as n:
+        n.start_soon(waiter)
+        await trio.sleep(0.3)  # parked in epoll_wait before the failure happens
+        r = await trio.run_process(["mdadm", "/dev/md/vol0", "--fail", D[1]], capture_stdout=True,
+                                   capture_stderr=True, env=ENV, check=False)
+        out["log"].append(["mdadm --fail", r.returncode, r.stderr.decode()[-300:]])
     out["failed_state"] = arr.read(f"dev-{failed}/state").strip()
     out["failed_snapshot"] = snap_dict(read_snapshot(arr))
     with trio.move_on_after(5) as cs:
@@ -180,11 +204,17 @@ async def main():
         out["read_removed"] = "read"
     except OSError as e:
         out["read_removed"] = errno.errorcode[e.errno]
+    del ready[:]
     out["removed_wakeups"] = await count_wakeups(arr, 1.0)
+    out["removed_woke"] = sorted(set(ready))
     out["removed_wakeups_again"] = await count_wakeups(arr, 1.0)
     out["removed_snapshot"] = snap_dict(read_snapshot(arr))
     arr.drop_device(f"dev-{failed}")
     out["devices_after_drop"] = list(arr.devices())
+    # md set MD_SB_CHANGE_PENDING at the failure: write-pending until user space writes active
+    out["state_before_active"] = state()
+    arr.write("array_state", "active")
+    out["state_after_active"] = state()
     with trio.move_on_after(5) as cs:
         await kernel.wait_mdstat()
     out["mdstat_notified_remove"] = not cs.cancelled_caught
@@ -230,6 +260,8 @@ def guest(kernel: object, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 def test_container_and_metadata(guest: dict[str, Any]) -> None:
     assert guest["container_members"] == ["sda", "sdb"]
     assert guest["metadata_version"].startswith(f"external:/{guest['names'][0]}/")
+    assert not guest["mdmon_running"], "stock mdmon would answer the kernel in our place"
+    assert guest["created_state"] == "readonly"  # mdadm starts a member readonly and leaves it to mdmon
     assert guest["start_state"] == "clean" and guest["resync_start"] == "none"
     assert guest["idle_wakeups"] == 0, "an idle clean array must not wake the monitor"
 
@@ -249,11 +281,15 @@ def test_snapshot_matches_the_files(guest: dict[str, Any]) -> None:
 
 
 def test_failure_is_notified_and_mdstat_moves(guest: dict[str, Any]) -> None:
-    assert guest["fail_seen"], "the failure was not seen through wait_change"
-    assert "faulty" in guest["failed_state"].split(",")
-    assert guest["failed_snapshot"]["devs"]["sdb"][0][0] == "blocked" or "faulty" in guest["failed_snapshot"]["devs"]["sdb"][0]
+    assert "dev-sdb/state" in guest.get("fail_woke", []), "the failure did not wake wait_change"
+    assert set(guest["failed_state"].split(",")) >= {"faulty", "blocked"}
+    sdb = guest["failed_snapshot"]["devs"]["sdb"]
+    assert {"faulty", "blocked"} <= set(sdb[0]) and "in_sync" not in sdb[0]
+    # the personality's error handler sets MD_SB_CHANGE_PENDING: write-pending until "active"
+    assert guest["failed_snapshot"]["array_state"] == "write-pending"
+    assert guest["state_before_active"] == "write-pending" and guest["state_after_active"] == "clean"
     assert guest["mdstat_notified"]
-    assert "sdb[0](F)" in guest["mdstat_after_fail"] or "(F)" in guest["mdstat_after_fail"]
+    assert "sdb[0](F)" in guest["mdstat_after_fail"]
 
 
 def test_removed_device_attributes_are_dropped(guest: dict[str, Any]) -> None:
@@ -262,7 +298,8 @@ def test_removed_device_attributes_are_dropped(guest: dict[str, Any]) -> None:
     assert guest["dir_gone"]
     assert guest["read_removed"] != "read", "a removed device's attribute still reads"
     assert guest["removed_wakeups_again"] == 0, "a deleted attribute keeps waking the monitor"
-    assert guest["removed_wakeups"] <= 3
+    assert guest["removed_wakeups"] <= 2
+    assert all(a.startswith("dev-sdb/") for a in guest["removed_woke"]), guest["removed_woke"]
     assert set(guest["removed_snapshot"]["devs"]) == {"sda"}
     assert guest["devices_after_drop"] == ["dev-sda"]
     assert guest["mdstat_notified_remove"]
@@ -279,5 +316,3 @@ def test_raid0_has_no_redundancy_attributes(guest: dict[str, Any]) -> None:
 
 def test_run_time(guest: dict[str, Any]) -> None:
     assert guest["seconds"] < 60
-
-

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mdmond.kernel.snapshot import read_snapshot
-from mdmond.kernel.sysfs import ARRAY_ATTRS, DEV_ATTRS, SysfsArray
+from mdmond.kernel.sysfs import ARRAY_ATTRS, ARRAY_OPTIONAL, DEV_ATTRS, SysfsArray
 from mdmond.kernel.values import ArrayState, SyncAction
 
 
@@ -97,3 +97,26 @@ def test_vanished_array_reads_as_stopped(tmp_path: Path) -> None:
 def test_missing_array_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         SysfsArray("md9", sysfs=str(tmp_path))
+
+
+def test_raid0_has_no_redundancy_attributes(tmp_path: Path) -> None:
+    """A RAID0 has no sync_action, sync_completed or degraded at all (real kernel: tests/vm/test_sysfs_driver.py)."""
+    root = tree(tmp_path, {"dev-sda": ("in_sync", "1", "none"), "dev-sdb": ("in_sync", "0", "none")})
+    md = root / "md126" / "md"
+    for attr in ARRAY_OPTIONAL:
+        (md / attr).unlink()
+    a = SysfsArray("md126", sysfs=str(root))
+    with pytest.raises(OSError) as e:
+        a.read("sync_action")
+    assert e.value.errno == errno.ENOENT
+    snap = read_snapshot(a)
+    assert snap.array_state is ArrayState.ACTIVE and snap.sync_action is SyncAction.UNKNOWN
+    assert [d.slot for d in snap.devs] == [1, 0]
+    a.close()
+
+
+def test_a_required_attribute_missing_is_still_an_error(tmp_path: Path) -> None:
+    root = tree(tmp_path, {})
+    (root / "md126" / "md" / "resync_start").unlink()
+    with pytest.raises(FileNotFoundError):
+        SysfsArray("md126", sysfs=str(root))
