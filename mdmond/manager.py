@@ -240,14 +240,19 @@ class Manager:
         offset = next((m.offset_sectors for m in vol.members if m.state is MemberState.IN_SYNC), 0)
         try:
             md.write("sync_action", "frozen")
+        except OSError as e:
+            self.events.emit("spare-add-failed", array=array, device=dev, error=str(e))
+            return False
+        bound = False
+        try:
             md.write_once("new_dev", self.kernel.device_number(dev))
-            md.write_once(f"dev-{dev}/offset", str(offset))
-            md.write_once(f"dev-{dev}/size", str(vol.component_sectors // 2))
-            md.write_once(f"dev-{dev}/slot", str(slot))
-            md.write_once(f"dev-{dev}/recovery_start", str(recovery_start))
+            bound = True
+            self._place(md, dev, offset=offset, size_kib=vol.component_sectors // 2, slot=slot, start=recovery_start)
             md.add_device(f"dev-{dev}")
         except OSError as e:
             self.events.emit("spare-add-failed", array=array, device=dev, error=str(e))
+            if bound:
+                self._take_back(md, dev)
             self._unfreeze(md)
             return False
         if recovery_start == 0:
@@ -256,10 +261,7 @@ class Manager:
             except (ChangeRejected, MetadataError, CommitFailed, OSError) as e:
                 # Not recorded: md must not rebuild onto it.  Take it back out.
                 self.events.emit("spare-refused", array=array, device=dev, error=str(e))
-                for undo in (f"dev-{dev}/slot", f"dev-{dev}/state"):
-                    with contextlib.suppress(OSError):
-                        md.write_once(undo, "none" if undo.endswith("slot") else "remove")
-                md.drop_device(f"dev-{dev}")
+                self._take_back(md, dev)
                 self._unfreeze(md)
                 return True
         self._unfreeze(md, "recover")
@@ -273,6 +275,32 @@ class Manager:
             recovery_start=recovery_start,
         )
         return True
+
+    @staticmethod
+    def _place(md: ManagedArray, dev: str, *, offset: int, size_kib: int, slot: int, start: int) -> None:
+        """Give a just-bound device its extent, its rebuild start, then its slot.
+
+        The order is md's: ``offset`` before ``size`` (overlap checks), and
+        ``recovery_start`` before ``slot`` (a running array refuses both once
+        the device holds a slot, with EBUSY).
+        """
+        md.write_once(f"dev-{dev}/offset", str(offset))
+        md.write_once(f"dev-{dev}/size", str(size_kib))
+        md.write_once(f"dev-{dev}/recovery_start", str(start))
+        md.write_once(f"dev-{dev}/slot", str(slot))
+
+    def _take_back(self, md: ManagedArray, dev: str) -> None:
+        """Unbind a device whose assignment is not on disk, *before* unfreezing.
+
+        Left bound, md would put it in a slot and rebuild onto it by itself the
+        moment recovery is unfrozen: a rebuild the metadata knows nothing of.
+        """
+        for attr, value in ((f"dev-{dev}/slot", "none"), (f"dev-{dev}/state", "remove")):
+            try:
+                md.write_once(attr, value)
+            except OSError as e:
+                self.events.emit("attr-write-failed", array=md.name, attr=attr, error=str(e))
+        md.drop_device(f"dev-{dev}")
 
     def _unfreeze(self, md: ManagedArray, action: str = "idle") -> None:
         try:
@@ -298,15 +326,17 @@ class Manager:
             # rebuilding; re-activating it changes nothing, so the checkpoint stands.
             start = mig.checkpoint_sectors or 0
             dev = disk.path.removeprefix("/dev/")
+            bound = False
             try:
                 md.write_once("new_dev", self.kernel.device_number(dev))
-                md.write_once(f"dev-{dev}/offset", str(m.offset_sectors))
-                md.write_once(f"dev-{dev}/size", str(vol.component_sectors // 2))
-                md.write_once(f"dev-{dev}/slot", str(m.slot))
-                md.write_once(f"dev-{dev}/recovery_start", str(start))
+                bound = True
+                size = vol.component_sectors // 2
+                self._place(md, dev, offset=m.offset_sectors, size_kib=size, slot=m.slot, start=start)
                 md.add_device(f"dev-{dev}")
             except OSError as e:
                 self.events.emit("resume-failed", array=name, device=dev, error=str(e))
+                if bound:
+                    self._take_back(md, dev)
                 continue
             self.events.emit(
                 "rebuild-resumed", array=name, volume=volume, slot=m.slot, disk=m.disk_ref, recovery_start=start
