@@ -111,18 +111,18 @@ class ContainerService:
         if self.manager is not None:
             self.manager.stop_adopting()
 
-    async def _update(self, payload: bytes) -> None:
-        """Queue an update mdadm composed; as mdmon, acknowledge it once queued, not once written.
+    async def _update(self, payloads: list[bytes]) -> None:
+        """Queue the updates mdadm composed, as one; like mdmon, the client had its ack on receipt.
 
         mdadm follows its updates with a ping-monitor, which answers only after a
-        whole monitor pass, so by then the update is on disk (or refused and logged
-        by the monitor as ``update-refused``).  After SIGTERM updates are dropped,
-        still acknowledged, as mdmon drops them: the successor reloads the metadata.
+        whole monitor pass, so by then they are on disk (or refused together and
+        logged by the monitor as ``update-refused``).  After SIGTERM updates are
+        dropped, as mdmon drops them: the successor reloads the metadata.
         """
         if self.sigterm or self.monitor is None:
-            self.events.emit("update-dropped", container=self.container, length=len(payload))
+            self.events.emit("update-dropped", count=len(payloads), length=sum(map(len, payloads)))
             return
-        self.monitor.queue.post([MdadmUpdate(payload)])
+        self.monitor.queue.post([MdadmUpdate(p) for p in payloads])
 
     async def _until_done(self) -> None:
         """mdmon's exit test: arrays once seen, now none (or SIGTERM and all clean), and no exclusive holder."""

@@ -35,7 +35,8 @@ class Handlers:
 
     ping_monitor: Callable[[], Awaitable[None]]
     ping_manager: Callable[[], Awaitable[None]]
-    update: Callable[[bytes], Awaitable[None]]
+    #: One client's updates, in order, as one batch (see ``serve_client``).
+    update: Callable[[list[bytes]], Awaitable[None]]
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -91,27 +92,48 @@ class ControlServer:
             if uid not in self.allowed_uids:
                 self.events.emit("control-refused", reason=f"peer uid {uid} is not allowed")
                 return
+            batch: list[bytes] = []
             async with self._slots:
                 try:
                     while (frame := await self._read_frame(stream)) is not None:
-                        await self._handle(stream, frame)
+                        await self._handle(stream, frame, batch)
                 except frames.FrameError as e:
                     self.events.emit("control-bad-frame", error=str(e))
                 except trio.TooSlowError:
                     self.events.emit("control-timeout", error="peer stalled mid-frame")
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # the peer went away
+                finally:
+                    if batch:  # acknowledged, so owed to the monitor even if the peer left or misbehaved
+                        with trio.CancelScope(shield=True):
+                            await self._flush(batch)
 
-    async def _handle(self, stream: trio.SocketStream, frame: frames.Frame) -> None:
+    async def _handle(self, stream: trio.SocketStream, frame: frames.Frame, batch: list[bytes]) -> None:
+        """Answer one frame; updates wait in ``batch`` until the client pings or leaves.
+
+        mdadm sends the messages of one change back to back (DDF: a virtual
+        disk record, then its configuration) and then pings; mdmon hands them
+        to its monitor together, so they are applied and written as one.
+        Applied one by one, the first alone could fail validation (a VD with
+        no configuration) or move the generation twice.
+        """
         if frame.kind == "ping-monitor":
+            await self._flush(batch)
             await self.handlers.ping_monitor()
             await stream.send_all(frames.reply(self.version))
         elif frame.kind == "ping-manager":
+            await self._flush(batch)
             await self.handlers.ping_manager()
             await stream.send_all(frames.reply())
         else:
-            await self.handlers.update(frame.payload)
+            batch.append(frame.payload)
             await stream.send_all(frames.reply())
+
+    async def _flush(self, batch: list[bytes]) -> None:
+        if batch:
+            taken = batch[:]
+            batch.clear()
+            await self.handlers.update(taken)
 
     async def _read_frame(self, stream: trio.SocketStream) -> frames.Frame | None:
         head = await self._read_exactly(stream, frames.HEAD_SIZE, eof_ok=True)

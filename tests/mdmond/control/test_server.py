@@ -24,8 +24,8 @@ class Recorder:
         async def ping_manager() -> None:
             self.calls.append(("ping-manager", b""))
 
-        async def update(payload: bytes) -> None:
-            self.calls.append(("update", payload))
+        async def update(payloads: list[bytes]) -> None:
+            self.calls.append(("update", b"|".join(payloads)))
 
         return Handlers(ping_monitor, ping_manager, update)
 
@@ -67,6 +67,20 @@ async def test_pings_and_updates_are_answered_in_order(tmp_path: Path) -> None:
 
     rec, _ = await serving(tmp_path, body)
     assert rec.calls == [("update", b"abcd"), ("ping-manager", b""), ("ping-monitor", b"")]
+
+
+async def test_one_clients_updates_reach_the_monitor_together_before_its_ping(tmp_path: Path) -> None:
+    """DDF's new volume is two messages (VD record, then config): applied apart, the first is invalid."""
+    two = frames.encode(frames.Frame(2, b"vd")) + frames.encode(frames.Frame(4, b"conf"))
+    request = two + frames.encode(frames.Frame(0)) + frames.encode(frames.Frame(1, b"x"))
+    answers = frames.reply() + frames.reply() + frames.reply(b"mdmond - v4.2.0 - test\0") + frames.reply()
+
+    async def body(path: str) -> None:
+        assert await exchange(path, request, len(answers)) == answers
+
+    rec, _ = await serving(tmp_path, body)
+    # the ping flushes the pair as one batch; the last update, never followed by a ping, goes when the client leaves
+    assert rec.calls == [("update", b"vd|conf"), ("ping-monitor", b""), ("update", b"x")]
 
 
 async def test_socket_is_private(tmp_path: Path) -> None:
