@@ -13,6 +13,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .blockio import Disk
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,20 @@ class EndMigration:
 
 @dataclass(frozen=True)
 class AddSpare:
-    """A new disk joins the container as a spare."""
+    """A new disk joins the container as a spare.
+
+    ``disk``, when the caller already has the disk open, is where it lives:
+    whoever applies the change attaches it to the result
+    (``ContainerMetadata.attach(serial, disk)``) before encoding, so the one
+    write that records the spare on the other disks also writes the spare's own
+    metadata.  It takes no part in equality: the change is the same change
+    whichever descriptor carries it.
+    """
 
     serial: str
     size_sectors: int
     path: str | None = None
+    disk: Disk | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

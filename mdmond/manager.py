@@ -22,18 +22,30 @@ present, and re-activating it would change nothing in the metadata.  Then
 every rebuilding member of the migration resumes from the checkpoint (they
 were rebuilt together, so the one checkpoint covers each) — where mdmon gives
 up as soon as two devices rebuild.  Anything else rebuilds from 0.
+
+Disks added to or removed from the container (mdmon's ``manage_container``,
+mdmon.md §3.6): the container's line in ``/proc/mdstat`` lists its disks; the
+set seen at start-up is the baseline.  A disk that appears is opened read-write
+off the event loop and, unless the metadata already names it, joins as a spare
+in one update that also carries the open disk, so its own metadata is written
+with the record on the others (mdadm writes none while a monitor runs); then
+every array is checked for a slot it could fill.  A disk that leaves is
+dropped from the records (a spare, or a failed disk; the format refuses one
+still working in a volume, which is only reported) and closed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+from collections.abc import Callable
 from functools import partial
 
 import trio
 
-from formats.changes import ActivateSpare
-from formats.errors import ChangeRejected, MetadataError
+from formats.blockio import Disk, FileDisk
+from formats.changes import ActivateSpare, AddSpare, RemoveDisk
+from formats.errors import ChangeRejected, DiskIOError, MetadataError
 from formats.model import Container, DiskState, MemberState, MigrationType, Volume
 
 from .events import EventLog
@@ -51,6 +63,18 @@ MIN_SAFE_MODE = 0.05
 DEFAULT_SAFE_MODE = 4.0
 #: Retry delay for deferred work (a removal refused with EBUSY, a frozen array).
 RETRY = 0.1
+#: The unit of ``AddSpare.size_sectors`` (mdadm's ``size /= 512``, whatever the disk's sector size).
+SECTOR = 512
+
+
+def open_container_disk(dev: str) -> Disk:
+    """A disk just added to the container, by kernel name: read-write (block devices also ``O_DIRECT``).
+
+    It stays open for the life of the service, as the disks found at start-up
+    do, so no metadata write ever has to open a file.  May block.
+    """
+    path = "/dev/" + dev.replace("!", "/")  # the kernel's cciss!c0d0 is /dev/cciss/c0d0
+    return FileDisk(path, writable=True, name=path)
 
 
 class Manager:
@@ -64,8 +88,10 @@ class Manager:
         *,
         events: EventLog | None = None,
         runner: Runner = in_thread,
+        open_disk: Callable[[str], Disk] = open_container_disk,
     ):
         self.container = container
+        self._open_disk = open_disk
         self._run_blocking = runner  # where calls that may block in the kernel run
         self.kernel = kernel
         self.monitor = monitor
@@ -78,6 +104,8 @@ class Manager:
         self._retry_at = float("inf")
         self.scans = 0
         self.adopting = True
+        #: The container's disks as last seen in /proc/mdstat (None until the first scan: the baseline).
+        self.container_disks: set[str] | None = None
         monitor.on_request = self.request
 
     # -- requests from the monitor and the control socket ---------------------------
@@ -123,7 +151,10 @@ class Manager:
         """Adopt the container's new member arrays; forget the ones that are gone."""
         self.scans += 1
         seen = set()
+        disks: set[str] | None = None
         for e in parse_mdstat(self.kernel.mdstat()):
+            if e.name == self.container:
+                disks = {d.name for d in e.devices}
             if e.container != self.container:
                 continue
             seen.add(e.name)
@@ -137,6 +168,8 @@ class Manager:
         for name in set(self.arrays) - seen:
             del self.arrays[name]
             self.volumes.pop(name, None)
+        if disks is not None:
+            await self._follow_container(disks)
 
     async def _adopt(self, name: str, volume: int) -> None:
         try:
@@ -152,6 +185,82 @@ class Manager:
         self.monitor.adopt(md, volume)
         self.events.emit("array-adopted", array=name, volume=volume)
         self.request(Request("spare", name, volume))  # missing slots at start-up
+
+    # -- disks added to and removed from the container (mdmon.md §3.6) ---------------
+
+    async def _follow_container(self, disks: set[str]) -> None:
+        if self.container_disks is None:
+            self.container_disks = set(disks)  # start-up: the loader read every one of them
+            return
+        # The baseline moves before anything is awaited, so a concurrent scan (a ping) sees no change.
+        removed = sorted(self.container_disks - disks)
+        added = sorted(disks - self.container_disks)
+        self.container_disks = set(disks)
+        for dev in removed:
+            await self._disk_left(dev)
+        joined = False
+        for dev in added:
+            joined |= await self._disk_joined(dev)
+        if joined:
+            for name, volume in self.volumes.items():
+                self.request(Request("spare", name, volume))
+
+    def _ref_of(self, dev: str) -> str | None:
+        path = "/dev/" + dev.replace("!", "/")
+        return next((d.ref for d in self.store.model().disks if d.path == path), None)
+
+    async def _disk_joined(self, dev: str) -> bool:
+        """Record a disk mdadm added to the container as a spare, its own metadata written too."""
+        if (ref := self._ref_of(dev)) is not None:
+            self.events.emit("container-disk-known", device=dev, disk=ref)
+            return False
+        box: list[Disk] = []
+        try:
+            await self._run_blocking(lambda: box.append(self._open_disk(dev)))
+        except (DiskIOError, OSError) as e:
+            assert self.container_disks is not None
+            self.container_disks.discard(dev)  # tried again at the next change of /proc/mdstat
+            self.events.emit("container-disk-open-failed", device=dev, error=str(e))
+            return False
+        disk = box[0]
+        if not disk.serial:
+            self.events.emit("container-disk-refused", device=dev, error="the disk reports no serial number")
+            await self._close(disk)
+            return False
+        size = disk.size_bytes // SECTOR
+        try:
+            await self.monitor.queue.submit([AddSpare(disk.serial, size, disk.name, disk=disk)])
+        except (ChangeRejected, MetadataError, CommitFailed, DiskIOError, OSError) as e:
+            # Already recorded (a failed member re-added), too small, wrong sector size ...
+            self.events.emit("container-disk-refused", device=dev, serial=disk.serial, error=str(e))
+            await self._close(disk)
+            return False
+        self.events.emit(
+            "container-disk-added", device=dev, disk=self._ref_of(dev), serial=disk.serial, size_sectors=size
+        )
+        return True
+
+    async def _disk_left(self, dev: str) -> None:
+        """Drop a disk that left the container from the records, then let go of it."""
+        ref = self._ref_of(dev)
+        if ref is None:
+            return  # never recorded (refused when it came)
+        disk = self.store.metadata.disks().get(ref)
+        try:
+            await self.monitor.queue.submit([RemoveDisk(ref)])
+        except (ChangeRejected, MetadataError, CommitFailed, DiskIOError, OSError) as e:
+            # Still working in a volume: md fails it there first, and the failure is recorded then.
+            self.events.emit("container-disk-remove-refused", device=dev, disk=ref, error=str(e))
+            return
+        self.events.emit("container-disk-removed", device=dev, disk=ref)
+        if disk is not None and ref not in self.store.metadata.disks():
+            await self._close(disk)
+
+    async def _close(self, disk: Disk) -> None:
+        close = getattr(disk, "close", None)
+        if callable(close):
+            with contextlib.suppress(OSError):
+                await self._run_blocking(close)
 
     def _set_safe_mode(self, md: ManagedArray) -> None:
         try:

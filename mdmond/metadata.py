@@ -26,8 +26,8 @@ import trio
 
 from formats.base import ContainerMetadata, Write, write_all
 from formats.blockio import Disk
-from formats.changes import Change, Environment
-from formats.errors import DiskIOError
+from formats.changes import AddSpare, Change, Environment
+from formats.errors import ChangeRejected, DiskIOError
 from formats.model import Container
 
 #: How blocking disk work is run: in a worker thread by default; tests and the
@@ -91,15 +91,32 @@ class MetadataStore:
 
     def check(self, changes: Sequence[Change]) -> ContainerMetadata:
         """Apply to a copy and validate, writing nothing (``ChangeRejected``/``MetadataError``)."""
-        return self._metadata.apply(changes, self._env)
+        return self._apply(changes)
 
     async def commit(self, changes: Sequence[Change]) -> ContainerMetadata:
         """Apply, validate, write to every disk, then adopt. Raises and changes nothing on failure."""
-        new = self._metadata.apply(changes, self._env)  # ChangeRejected / MetadataError: nothing written
+        new = self._apply(changes)  # ChangeRejected / MetadataError: nothing written
         await self._write(new)
         self._metadata = new
         self._model = new.model()
         self.commits += 1
+        return new
+
+    def _apply(self, changes: Sequence[Change]) -> ContainerMetadata:
+        """The format's ``apply``, then each new spare that came with its disk attached to the result.
+
+        Attaching touches only the new copy, before anything is encoded, so the
+        spare's own metadata goes out in the same write as its record on the
+        other disks; a disk the format cannot place (wrong sector size) refuses
+        the change like any other misfit.
+        """
+        new = self._metadata.apply(changes, self._env)
+        for c in changes:
+            if isinstance(c, AddSpare) and c.disk is not None:
+                try:
+                    new.attach(c.serial, c.disk)
+                except (KeyError, ValueError) as e:
+                    raise ChangeRejected(f"{c.disk.name}: cannot attach as spare {c.serial}: {e}") from e
         return new
 
     async def _write(self, new: ContainerMetadata) -> None:

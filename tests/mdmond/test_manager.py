@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import pytest
 import trio
 import trio.testing
 from trio.testing import MockClock
 
 import formats
-from formats.model import MemberState, VolumeState
+from formats.blockio import Disk, FileDisk
+from formats.model import Container, DiskState, MemberState, VolumeState
 from mdmond.kernel.simulated import SimArray, SimDevice, SimKernel
 from mdmond.kernel.values import ArrayState as S
 from mdmond.kernel.values import SyncAction
@@ -20,6 +25,19 @@ from .monitor.rig import on_disk
 from .test_metadata import inline
 
 
+class ContainerKernel(SimKernel):
+    """The simulator, plus what ``mdadm --add/--remove /dev/md/c0 /dev/sdX`` does to the container."""
+
+    def add_container_disk(self, container: str, dev: str) -> None:
+        self.containers[container][1].append(dev)
+        self.device_number(dev)
+        self._event()
+
+    def remove_container_disk(self, container: str, dev: str) -> None:
+        self.containers[container][1].remove(dev)
+        self._event()
+
+
 class World:
     """A container as mdadm would have assembled it: the kernel, the disks, the daemon."""
 
@@ -29,7 +47,7 @@ class World:
         self.store = MetadataStore(self.h.assemble([self.h.load(d) for d in self.disks]), runner=inline)
         model = self.store.model()
         vol = model.volume(0)
-        self.kernel = SimKernel()
+        self.kernel = ContainerKernel()
         self.kernel.add_container("md127", model.format, [d.name.removeprefix("/dev/") for d in self.disks])
         by_slot = {m.slot: model.disk(m.disk_ref).path.removeprefix("/dev/") for m in vol.members if m.disk_ref}  # type: ignore[union-attr]
         slots = [s for s in range(vol.raid_disks) if s in by_slot and (assembled is None or by_slot[s] in assembled)]
@@ -39,12 +57,13 @@ class World:
         self.md.raid_disks = vol.raid_disks
         self.kernel.add_array(self.md)
         self.monitor = ContainerMonitor(self.store)
-        self.manager = Manager("md127", self.kernel, self.monitor)
+        self.new_disks: dict[str, Disk] = {}  # what the manager finds at /dev/<name> when a disk joins
+        self.manager = Manager("md127", self.kernel, self.monitor, open_disk=self.new_disks.__getitem__)
 
-    def model(self):  # type: ignore[no-untyped-def]
+    def model(self) -> Container:
         return on_disk(self.h, self.disks)
 
-    async def run(self, body):  # type: ignore[no-untyped-def]
+    async def run(self, body: Callable[[], Awaitable[None]]) -> None:
         async with trio.open_nursery() as n:
             n.start_soon(self.md.run)
             await n.start(self.monitor.run)
@@ -53,7 +72,7 @@ class World:
             n.cancel_scope.cancel()
 
 
-async def until(cond, limit: float = 600.0) -> None:  # type: ignore[no-untyped-def]
+async def until(cond: Callable[[], bool], limit: float = 600.0) -> None:
     with trio.fail_after(limit):
         while not cond():
             await trio.sleep(0.05)
@@ -136,3 +155,136 @@ async def test_rebuild_found_at_start_up_resumes_from_the_checkpoint(autojump_cl
     vol = w.model().volume(0)
     assert vol.member(1).state is MemberState.IN_SYNC and vol.migration is None
     assert "rebuild-resumed" in w.monitor.events.kinds()
+
+
+# -- disks added to and removed from the container (mdmon.md §3.6) ----------------------------
+
+DISK_BYTES = 64 << 20  # the golden disks' size
+
+
+class Tracked(FileDisk):
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+def blank(tmp_path: Path, name: str, serial: str, size: int = DISK_BYTES) -> Tracked:
+    """A new, empty disk with a serial, as ``/dev/<name>``."""
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return Tracked(str(path), writable=True, name=f"/dev/{name}", serial=serial)
+
+
+def read_back(h: formats.FormatHandler, disks: Sequence[Disk]) -> Container:
+    return h.assemble([h.load(d) for d in disks]).model()
+
+
+@pytest.mark.parametrize("scenario", ["imsm-raid5", "ddf-raid5"])
+async def test_disk_added_to_the_container_replaces_a_failed_member(
+    scenario: str, tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    w = World(scenario, state=S.ACTIVE)
+    new = blank(tmp_path, "sde", "MDVM00000009")
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        await w.md.submit_write()
+        w.md.fail_device("sdc")
+        await until(lambda: "no-spare" in w.monitor.events.kinds())
+        w.new_disks["sde"] = new
+        w.kernel.add_container_disk("md127", "sde")  # mdadm wrote nothing on it
+        await until(lambda: w.md.sync_action is SyncAction.RECOVER)
+        await until(lambda: w.md.sync_action is SyncAction.IDLE and "in_sync" in w.md.devs["sde"].flags)
+        await trio.sleep(1)
+
+    await w.run(body)
+    kinds = w.monitor.events.kinds()
+    assert kinds.index("container-disk-added") < kinds.index("spare-activated")
+    ref = next(e.fields["disk"] for e in w.monitor.events.records if e.kind == "container-disk-added")
+    working = [d for d in w.disks if d.name != "/dev/sdc"] + [new]
+    model = read_back(w.h, working)
+    vol = model.volume(0)
+    assert vol.state is VolumeState.NORMAL and vol.member(2).disk_ref == ref
+    assert vol.member(2).state is MemberState.IN_SYNC
+    # Every working disk, the new one too, holds the same metadata: same family/GUID, same generation/seq.
+    own = [read_back(w.h, [d]) for d in working]
+    assert {(m.identity, m.generation) for m in own} == {(model.identity, model.generation)}
+
+
+@pytest.mark.parametrize("scenario", ["imsm-raid5", "ddf-raid5"])
+async def test_disk_added_to_a_healthy_container_is_a_spare_on_disk_and_leaves_again(
+    scenario: str, tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    w = World(scenario, state=S.ACTIVE)
+    new = blank(tmp_path, "sde", "MDVM00000009")
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        w.new_disks["sde"] = new
+        w.kernel.add_container_disk("md127", "sde")
+        await until(lambda: "container-disk-added" in w.monitor.events.kinds())
+        ref = w.manager._ref_of("sde")
+        assert ref is not None
+        model = read_back(w.h, [*w.disks, new])
+        assert model.disk(ref).state is DiskState.SPARE and model.disk(ref).path == "/dev/sde"
+        assert read_back(w.h, [new]).disk(ref).state is DiskState.SPARE  # its own metadata, parseable
+        if w.h.name == "ddf":  # an IMSM spare record carries no family until it is used
+            assert read_back(w.h, [new]).identity == model.identity
+        w.kernel.remove_container_disk("md127", "sde")
+        await until(lambda: "container-disk-removed" in w.monitor.events.kinds())
+        left = read_back(w.h, list(w.disks)).disks
+        assert all(d.ref != ref or d.state is DiskState.MISSING for d in left)
+        assert ref not in w.store.metadata.disks()
+
+    await w.run(body)
+    assert w.model().volume(0).state is VolumeState.NORMAL
+    assert new.closed
+
+
+@pytest.mark.parametrize("scenario", ["imsm-raid5-spare", "ddf-raid5-spare"])
+async def test_spare_removed_from_the_container_leaves_the_records(scenario: str, autojump_clock: MockClock) -> None:
+    w = World(scenario, state=S.ACTIVE)
+    spare = next(d for d in w.store.model().disks if d.state is DiskState.SPARE)
+    closed: list[str] = []
+    setattr(w.disks[3], "close", lambda: closed.append("sdd"))  # noqa: B010 - the overlay has no close
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        w.kernel.remove_container_disk("md127", "sdd")
+        await until(lambda: "container-disk-removed" in w.monitor.events.kinds())
+
+    await w.run(body)
+    left = read_back(w.h, w.disks[:3]).disks  # the spare keeps its old record: nobody reads it back now
+    assert all(d.ref != spare.ref or d.state is DiskState.MISSING for d in left)
+    assert all(d.ref != spare.ref or d.state is DiskState.MISSING for d in w.store.model().disks)
+    assert closed == ["sdd"]
+
+
+async def test_working_member_removed_from_the_container_is_only_reported(autojump_clock: MockClock) -> None:
+    w = World("imsm-raid5", state=S.ACTIVE)
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        w.kernel.remove_container_disk("md127", "sdb")
+        await until(lambda: "container-disk-remove-refused" in w.monitor.events.kinds())
+
+    await w.run(body)
+    assert w.model().disk("MDVM00000001").state is DiskState.ACTIVE
+
+
+async def test_unfit_disk_is_refused_and_let_go(tmp_path: Path, autojump_clock: MockClock) -> None:
+    w = World("ddf-raid5", state=S.ACTIVE)
+    tiny = blank(tmp_path, "sde", "TINY0001", size=16 << 20)  # DDF needs more than 32 MiB
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        w.new_disks["sde"] = tiny
+        w.kernel.add_container_disk("md127", "sde")
+        await until(lambda: "container-disk-refused" in w.monitor.events.kinds())
+
+    await w.run(body)
+    assert len(w.store.model().disks) == 3
+    assert tiny.closed
