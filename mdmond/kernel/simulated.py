@@ -15,9 +15,13 @@ transcripts):
 * user space writes ``clean`` to finish the cycle; the kernel refuses with
   EBUSY while writes are in flight, and with EINVAL any state only the kernel
   may enter;
-* a member that fails becomes ``faulty,blocked``: writes wait until user space
-  has recorded the failure and written ``-blocked``; then md drops it from its
-  slot, and user space may ``remove`` it;
+* a member that fails becomes ``faulty,blocked``, and a writable array reads
+  ``write-pending`` (the personality's error handler sets
+  MD_SB_CHANGE_PENDING, which array_state_show reports before clean/active):
+  writes wait until user space has written ``active`` (the array then reads
+  what it read before: a failure does not make a clean array dirty) and
+  ``-blocked``; on ``-blocked`` md drops the member from its slot, and user
+  space may ``remove`` it;
 * a resync (``resync_start`` not ``none``) or a recovery (a member with a slot
   but not ``in_sync``) runs when the array is writable, publishing progress in
   ``sync_completed`` every 1/16 of the device (as md_do_sync does), moving
@@ -131,6 +135,10 @@ class SimArray:
         self._in_flight = 0
         self._last_write_end = -math.inf
         self._active_written = trio.Event()  # set when user space acknowledges write-pending
+        # What array_state reads once "active" clears md's MD_SB_CHANGE_PENDING: the state
+        # beneath write-pending (md's in_sync / safemode), which writing "active" leaves alone.
+        self._after_pending = ArrayState.ACTIVE
+        self._failures = 0  # md_error calls so far: a write in flight across one is held
         self._unblocked = trio.Event()  # set when user space writes -blocked
         self._changed = trio.Event()
         self._pending = False  # kernfs: a notification is pending until array_state is read again
@@ -264,9 +272,17 @@ class SimArray:
         self._in_flight += 1
         try:
             while True:
-                if self._state in (ArrayState.CLEAN, ArrayState.READ_AUTO, ArrayState.WRITE_PENDING):
-                    if self._state is not ArrayState.WRITE_PENDING:
-                        self._set(ArrayState.WRITE_PENDING)
+                if self._state in (ArrayState.CLEAN, ArrayState.READ_AUTO):
+                    # md_write_start: in_sync = 0 needs the metadata's acknowledgement.
+                    self._after_pending = ArrayState.ACTIVE
+                    self._set(ArrayState.WRITE_PENDING)
+                    await self._active_written.wait()
+                elif self._state is ArrayState.WRITE_PENDING:
+                    if self._after_pending is not ArrayState.ACTIVE:
+                        # Pending since a failure: this write also dirties the array (md_write_start
+                        # clears in_sync and safemode, and notifies), so "active" will read active.
+                        self._after_pending = ArrayState.ACTIVE
+                        self._notify()
                     await self._active_written.wait()
                 elif any("blocked" in d.flags for d in self.devs.values()):
                     await self._unblocked.wait()  # md_wait_for_blocked_rdev
@@ -276,7 +292,13 @@ class SimArray:
                     break
             if self._state is ArrayState.ACTIVE_IDLE:
                 self._set(ArrayState.ACTIVE, notify=False)  # no metadata change is needed
+            failures = self._failures
             await trio.sleep(duration)
+            # A member failed under this write: the personality completes it only once the
+            # failure is acknowledged (raid1d/raid10d hold bio_end_io_list while
+            # MD_SB_CHANGE_PENDING is set).
+            while failures != self._failures and self._write_pending():
+                await self._active_written.wait()
         finally:
             self._in_flight -= 1
             self._last_write_end = trio.current_time()
@@ -289,9 +311,19 @@ class SimArray:
             return
         d.flags -= {"in_sync"}
         d.flags |= {"faulty", "blocked"}
-        # Not modelled: on the real kernel the personality's error handler also sets
-        # MD_SB_CHANGE_PENDING, so the array reads write-pending (and holds writes) until user
-        # space writes "active", then reads what it was (tests/vm/test_sysfs_driver.py).
+        self._failures += 1
+        # raid1_error / raid10_error / raid5_error end with
+        #   set_mask_bits(&mddev->sb_flags, 0, BIT(MD_SB_CHANGE_DEVS) | BIT(MD_SB_CHANGE_PENDING));
+        # (raid0/linear set none).  With external metadata md_update_sb leaves
+        # MD_SB_CHANGE_PENDING for user space, array_state_show tests it before in_sync (a
+        # writable array reads write-pending, clean or not), md_write_start waits for it to
+        # clear, and only array_state_store("active") clears it -- without touching in_sync, so a
+        # clean array reads clean again.  Seen on Debian 6.1 (tests/vm/test_sysfs_driver.py: clean,
+        # --fail, write-pending, "active", clean).  A read-auto array shows read-auto (ro first);
+        # its pending bit is cleared by the "active" that makes it writable.
+        if self.level != 0 and self._state in (ArrayState.CLEAN, ArrayState.ACTIVE, ArrayState.ACTIVE_IDLE):
+            self._after_pending = self._state
+            self._set(ArrayState.WRITE_PENDING)
         if self.sync_action is not SyncAction.IDLE:
             self._interrupt_sync()
         self._notify()
@@ -331,6 +363,10 @@ class SimArray:
 
     # -- internals ---------------------------------------------------------------
 
+    def _write_pending(self) -> bool:
+        """Read afresh (a method, so a type checker does not carry a narrowing across an await)."""
+        return self._state is ArrayState.WRITE_PENDING
+
     def _dev(self, dev: str) -> SimDevice:
         d = self.devs.get(dev)
         if d is None:
@@ -342,7 +378,12 @@ class SimArray:
         if new is ArrayState.UNREADABLE or not new.writable_by_us:
             raise OSError(errno.EINVAL, f"{self.name}: cannot write array_state {value.strip()!r}")
         if new is ArrayState.ACTIVE:
-            if self._state in (ArrayState.WRITE_PENDING, ArrayState.CLEAN, ArrayState.ACTIVE_IDLE):
+            if self._state is ArrayState.WRITE_PENDING:
+                # clear_bit(MD_SB_CHANGE_PENDING): the array reads what lies beneath.
+                self._set(self._after_pending)
+                self._active_written.set()
+                self._active_written = trio.Event()
+            elif self._state in (ArrayState.CLEAN, ArrayState.ACTIVE_IDLE):
                 self._set(ArrayState.ACTIVE)
                 self._active_written.set()
                 self._active_written = trio.Event()
@@ -350,8 +391,12 @@ class SimArray:
                 self._set(ArrayState.ACTIVE)
             return
         if new is ArrayState.CLEAN:
-            if self._in_flight or self._state is ArrayState.WRITE_PENDING:
+            if self._in_flight:  # writers waiting in md_write_start count too (writes_pending)
                 raise OSError(errno.EBUSY, f"{self.name}: writes in flight")
+            if self._state is ArrayState.WRITE_PENDING:
+                # set_in_sync succeeds, but MD_SB_CHANGE_PENDING still shows: "active" will read clean.
+                self._after_pending = ArrayState.CLEAN
+                return
             self._set(ArrayState.CLEAN)
             return
         if new in (ArrayState.READONLY, ArrayState.READ_AUTO) and not self._state.running:

@@ -16,6 +16,11 @@ from mdmond.kernel.simulated import SimArray
 from mdmond.kernel.values import ArrayState as S
 
 
+def state(a: SimArray) -> S:
+    """array_state read afresh (a call, so a type checker keeps no narrowing from an earlier read)."""
+    return a.array_state
+
+
 async def test_write_to_clean_array_waits_for_active(autojump_clock: trio.testing.MockClock) -> None:
     a = SimArray("md126")
     done = trio.Event()
@@ -46,7 +51,7 @@ async def test_idle_array_goes_active_idle_after_safe_mode_delay_then_clean(
         assert a.array_state is S.ACTIVE_IDLE  # notified: external metadata must react
         assert trio.current_time() - t0 == pytest.approx(5.0)
         a.write("array_state", "clean")
-        assert a.array_state is S.CLEAN
+        assert state(a) is S.CLEAN
         n.cancel_scope.cancel()
 
 
@@ -96,7 +101,7 @@ async def test_read_auto_array_goes_write_pending_on_first_write(autojump_clock:
         await a.wait_change()
         assert a.array_state is S.WRITE_PENDING
         a.write("array_state", "active")
-    assert a.array_state is S.ACTIVE
+    assert state(a) is S.ACTIVE
 
 
 async def test_readonly_array_refuses_writes() -> None:
@@ -123,6 +128,9 @@ async def test_failed_member_holds_writes_until_unblocked_then_leaves_its_slot(
     a = SimArray("md126", state=S.ACTIVE, level=5, devices=("sda", "sdb", "sdc"))
     a.fail_device("sdb")
     assert a.read("dev-sdb/state") == "faulty,blocked\n" and a.read("degraded") == "1\n"
+    # The error handler sets MD_SB_CHANGE_PENDING (tests/vm/test_sysfs_driver.py on Debian 6.1:
+    # after --fail the array reads write-pending until user space writes "active").
+    assert a.read("array_state") == "write-pending\n"
     with pytest.raises(OSError) as e:
         a.write("dev-sdb/state", "remove")
     assert e.value.errno == errno.EBUSY
@@ -131,9 +139,93 @@ async def test_failed_member_holds_writes_until_unblocked_then_leaves_its_slot(
         await trio.sleep(100)
         assert a._in_flight == 1  # held: the failure is not acknowledged
         a.write("dev-sdb/state", "-blocked")
+        await trio.sleep(100)
+        assert a._in_flight == 1  # still held: md_write_start waits for MD_SB_CHANGE_PENDING to clear
+        a.write("array_state", "active")
+    assert a.array_state is S.ACTIVE
     assert a.read("dev-sdb/slot") == "none\n"
     a.write("dev-sdb/state", "remove")
     assert a.devices() == ("dev-sda", "dev-sdc")
+
+
+async def test_active_alone_does_not_release_writes_to_a_blocked_member(autojump_clock: trio.testing.MockClock) -> None:
+    a = SimArray("md126", state=S.ACTIVE, level=5, devices=("sda", "sdb", "sdc"))
+    a.fail_device("sdb")
+    async with trio.open_nursery() as n:
+        n.start_soon(a.submit_write)
+        await trio.sleep(1)
+        a.write("array_state", "active")
+        await trio.sleep(100)
+        assert a._in_flight == 1  # md_wait_for_blocked_rdev: the failure is not recorded yet
+        a.write("dev-sdb/state", "-blocked")
+    assert a._in_flight == 0
+
+
+async def test_failure_on_a_clean_array_reads_write_pending_then_clean_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # As on Debian 6.1 (tests/vm/test_sysfs_driver.py): clean, --fail, write-pending; "-blocked"
+    # and "remove" work while it is pending; "active" clears the pending bit, in_sync is untouched.
+    a = SimArray("md126")
+    a.read("array_state")
+    a.fail_device("sdb")
+    await a.wait_change()  # notified
+    assert a.read("array_state") == "write-pending\n"
+    a.write("dev-sdb/state", "-blocked")
+    a.write("dev-sdb/state", "remove")
+    assert a.array_state is S.WRITE_PENDING
+    a.write("array_state", "active")
+    assert state(a) is S.CLEAN
+    assert a.history == [S.CLEAN, S.WRITE_PENDING, S.CLEAN]
+
+
+async def test_write_arriving_while_a_failure_is_pending_leaves_the_array_active(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = SimArray("md126")
+    a.fail_device("sdb")
+    a.write("dev-sdb/state", "-blocked")
+    async with trio.open_nursery() as n:
+        n.start_soon(a.submit_write)
+        await trio.sleep(1)
+        assert a.array_state is S.WRITE_PENDING and a._in_flight == 1
+        with pytest.raises(OSError) as e:
+            a.write("array_state", "clean")  # the waiting writer counts in writes_pending
+        assert e.value.errno == errno.EBUSY
+        a.write("array_state", "active")
+    assert state(a) is S.ACTIVE  # md_write_start cleared in_sync
+
+
+async def test_write_in_flight_across_a_failure_completes_only_after_active(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = SimArray("md126", state=S.ACTIVE)
+    done = trio.Event()
+
+    async def writer() -> None:
+        await a.submit_write(1.0)
+        done.set()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(writer)
+        await trio.sleep(0.5)
+        a.fail_device("sdb")
+        await trio.sleep(100)
+        assert not done.is_set()  # raid1d holds bio_end_io_list while MD_SB_CHANGE_PENDING is set
+        a.write("array_state", "active")
+    assert done.is_set()
+
+
+async def test_failure_on_a_read_auto_array_shows_read_auto() -> None:
+    a = SimArray("md126", state=S.READ_AUTO)
+    a.fail_device("sdb")
+    assert a.array_state is S.READ_AUTO  # array_state_show tests ro before the pending bit
+
+
+def test_failure_on_a_raid0_sets_no_pending_change() -> None:
+    a = SimArray("md126", level=0)
+    a.fail_device("sdb")
+    assert a.array_state is S.CLEAN  # raid0 sets no sb_flags
 
 
 async def test_recovery_onto_a_new_member_publishes_progress_and_ends_in_sync(

@@ -133,6 +133,73 @@ async def test_failed_member_is_recorded_before_writes_are_released(autojump_clo
     assert ("remove", "sdb") in kinds and ("spare", None) in kinds
 
 
+@pytest.mark.parametrize("when", ["before-writes", "under-writes"])
+async def test_failure_on_a_clean_array_under_write_load_is_recorded_then_ends_clean(
+    when: str, autojump_clock: MockClock
+) -> None:
+    # md's error handler sets MD_SB_CHANGE_PENDING: the clean array reads write-pending (Debian
+    # 6.1, tests/vm/test_sysfs_driver.py) and holds every write until "active" and "-blocked".
+    rig = make_rig("imsm-raid5")
+    finished: list[int] = []
+
+    async def writer(i: int) -> None:
+        await rig.md.submit_write(0.05)
+        finished.append(i)
+
+    async def body() -> None:
+        await trio.sleep(1)
+        assert rig.md.array_state is S.CLEAN and not rig.model().volume(0).dirty
+        async with trio.open_nursery() as load:
+            if when == "before-writes":
+                rig.md.fail_device("sdb")  # clean: nothing in flight yet
+            for i in range(40):
+                load.start_soon(writer, i)
+                await trio.sleep(0.02)
+                if when == "under-writes" and i == 10:
+                    rig.md.fail_device("sdb")  # writes in flight and waiting
+        with trio.fail_after(1):
+            while len(finished) < 40:
+                await trio.sleep(0.01)
+        vol = rig.model().volume(0)
+        assert vol.member(1).state is MemberState.FAILED and vol.state is VolumeState.DEGRADED
+        assert vol.dirty  # writes went on after the failure
+        await trio.sleep(10)  # idle past safe_mode_delay
+
+    await running(rig, body)
+    assert sorted(finished) == list(range(40))
+    assert rig.md.violations == []  # dirty on disk before active, failure on disk before -blocked
+    assert "blocked" not in rig.md.devs["sdb"].flags
+    # The failure's write-pending: at once on the clean array, or after the first writes' cycle.
+    start = (
+        [S.CLEAN, S.WRITE_PENDING, S.ACTIVE] if when == "before-writes" else [S.CLEAN, *[S.WRITE_PENDING, S.ACTIVE] * 2]
+    )
+    assert rig.md.history[: len(start)] == start, rig.md.history
+    assert rig.md.history[-2:] == [S.ACTIVE_IDLE, S.CLEAN]
+    assert rig.md.array_state is S.CLEAN
+    assert not rig.model().volume(0).dirty and rig.model().volume(0).member(1).state is MemberState.FAILED
+    # One pass answered the failure: the record, then active, then -blocked.
+    events = [(e.kind, e.fields.get("state")) for e in rig.monitor.events.records]
+    unblocked = events.index(("unblocked", None))
+    assert ("state-written", "active") in events[:unblocked]
+    assert any(k == "metadata" for k, _ in events[:unblocked])
+
+
+async def test_failure_on_an_idle_clean_array_is_recorded_and_left_clean(autojump_clock: MockClock) -> None:
+    rig = make_rig("imsm-raid5")
+
+    async def body() -> None:
+        await trio.sleep(1)
+        rig.md.fail_device("sdb")
+        await trio.sleep(10)
+
+    await running(rig, body)
+    # write-pending -> dirty on disk, active -> reads clean again -> clean on disk
+    assert rig.md.history == [S.CLEAN, S.WRITE_PENDING, S.CLEAN]
+    vol = rig.model().volume(0)
+    assert vol.member(1).state is MemberState.FAILED and not vol.dirty
+    assert "blocked" not in rig.md.devs["sdb"].flags
+
+
 async def test_failure_on_a_read_auto_array_makes_it_writable(autojump_clock: MockClock) -> None:
     rig = make_rig("imsm-raid5", state=S.READ_AUTO)
     rig.md.fail_device("sdc")

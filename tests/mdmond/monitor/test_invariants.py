@@ -20,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from formats.model import MemberState
 from mdmond.kernel.values import ArrayState as S
+from mdmond.monitor.container import RETRY_CAP
 
 from .rig import Rig, make_rig
 
@@ -102,7 +103,11 @@ class MonitorMachine(RuleBasedStateMachine):
         if not hasattr(self, "rig"):
             return
         self.rig.fail_writes.clear()
-        self.live(lambda: trio.sleep(10 * SAFE_MODE + 5))  # idle long enough for every retry
+        # Idle long enough for every retry: each injected attribute error still pending costs
+        # at most one retry delay (a failure on a clean array needs "active" written, so a run
+        # of refused array_state writes can stand between it and the end).
+        pending = sum(len(codes) for codes in self.rig.md._write_errors.values())
+        self.live(lambda: trio.sleep(10 * SAFE_MODE + 5 + RETRY_CAP * pending))
         assert self.rig.md.array_state is S.CLEAN
         assert not self.rig.model().volume(0).dirty, "an idle array ends clean on disk"
         assert self.rig.md.violations == []
