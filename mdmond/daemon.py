@@ -124,6 +124,7 @@ class Daemon:
         """Run one container's service; restart it if it crashes after it started serving."""
         crashes: list[float] = []
         first = True
+        started = _Started(task_status)
         while True:
             events = self.logs.get(name) or EventLog(context={"container": name})
             if name not in self.logs:
@@ -133,7 +134,7 @@ class Daemon:
             self.services[name] = svc
             try:
                 if first:
-                    await svc.run(task_status=task_status)
+                    await svc.run(task_status=started)
                 else:
                     await svc.run()
                 self.services.pop(name, None)
@@ -148,10 +149,12 @@ class Daemon:
             except Exception as e:  # a bug must not leave the container's arrays unanswered
                 now = trio.current_time()
                 crashes = [t for t in crashes if now - t < RESTART_WINDOW] + [now]
-                events.emit("service-failed", error=f"{type(e).__name__}: {e}", restarts=len(crashes))
+                events.emit("service-failed", error=_describe(e), restarts=len(crashes))
                 self.services.pop(name, None)
-                if first and svc.monitor is None:
-                    raise ServiceError(f"{name}: {type(e).__name__}: {e}") from e
+                if first and not started.done:
+                    # Failed before serving (no socket, say): a start-up failure, reported by the
+                    # caller, not restarted (a restart would never tell the caller it started).
+                    raise ServiceError(f"{name}: {_describe(e)}") from e
                 first = False
                 if len(crashes) > MAX_RESTARTS:
                     self.status = 2
@@ -185,6 +188,25 @@ class Daemon:
             if svc is not None:
                 self.log.emit("terminating", container=name)
                 svc.terminate()
+
+
+class _Started:
+    """A service's ``task_status`` that remembers whether the service got to serving."""
+
+    def __init__(self, inner: trio.TaskStatus[None]) -> None:
+        self.inner = inner
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self.inner.started()
+
+
+def _describe(e: BaseException) -> str:
+    """What went wrong, without the nurseries' wrapping: ``RuntimeError: ...; OSError: ...``."""
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(_describe(x) for x in e.exceptions)
+    return f"{type(e).__name__}: {e}"
 
 
 __all__ = ["Daemon", "Options"]

@@ -74,6 +74,11 @@ def parse_mdmon(argv: Sequence[str]) -> tuple[set[str], str | None]:
             break
         if a.startswith("--all"):
             a = "--all"
+        elif a.startswith("--") and a not in _MDMON_OPTS:
+            # getopt_long takes an unambiguous abbreviation: --take is --takeover.
+            longer = [o for o in _MDMON_OPTS if o.startswith(a) and o.startswith("--")]
+            if len(longer) == 1 and len(a) > 2:
+                a = longer[0]
         if a.startswith("-") and len(a) > 2 and not a.startswith("--"):
             args[:0] = [f"-{c}" for c in a[1:]]  # -Ft
             continue
@@ -86,16 +91,31 @@ def parse_mdmon(argv: Sequence[str]) -> tuple[set[str], str | None]:
             flags.add(flag)
         else:
             positional.append(a)
+    if len(positional) > 1:  # mdmon: argc - optind > 1, even with --all
+        raise UsageError("mdmon: only one CONTAINER may be named", 2)
     if "help" in flags:
         return flags, None
     if "all" in flags:
         return flags, None
-    if len(positional) != 1:
+    if not positional:
         raise UsageError("mdmon: exactly one CONTAINER is required", 2)
     if positional[0] == "/proc/mdstat":
         flags.add("all")
         return flags, None
     return flags, positional[0]
+
+
+#: Read for ``--all``.
+MDSTAT = "/proc/mdstat"
+
+
+def _read_mdstat() -> str:
+    """``/proc/mdstat``, or nothing where md is not loaded (mdmon: no containers, exit 0)."""
+    try:
+        with open(MDSTAT) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _sinks(event_log: str | None, *, journal: bool, stderr: bool, verbose: bool) -> list[Sink]:
@@ -135,11 +155,11 @@ def mdmon_main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(os.environ.get("MDMOND_RUN_DIR", str(RUN_DIR)))
     event_log = os.environ.get("MDMOND_EVENT_LOG")
     if "all" in flags:
-        with open("/proc/mdstat") as f:
-            names = host.containers(f.read())
         status = 0
-        for name in names:  # one process each, as mdmon: a takeover of one touches no other
-            status = status or _mdmon_one(name, flags, run_dir, event_log, fork=True)
+        for name in host.containers(_read_mdstat()):  # one process each: a takeover of one touches no other
+            # Every container is tried even after one failed (mdmon: status |= mdmon(...)).
+            one = _mdmon_one(name, flags, run_dir, event_log, fork=True)
+            status = status or one
         return status
     assert spec is not None
     try:
@@ -188,8 +208,7 @@ def run_main(args: argparse.Namespace) -> int:
     if args.offroot or in_initrd():
         mark_root_storage_daemon()
     if args.all:
-        with open("/proc/mdstat") as f:
-            names = host.containers(f.read())
+        names = host.containers(_read_mdstat())
         if not names:
             print("mdmond: no containers in /proc/mdstat", file=sys.stderr)
             return 0

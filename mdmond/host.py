@@ -100,24 +100,23 @@ def loader(info: ContainerInfo, *, dev_dir: str = "/dev") -> Callable[[], Contai
 
     def load() -> ContainerMetadata:
         handler = formats.handler(info.format)
-        copies = []
-        for dev in info.members:
-            path = os.path.join(dev_dir, dev)
-            try:
+        opened: list[FileDisk] = []
+        try:
+            copies = []
+            for dev in info.members:
+                path = os.path.join(dev_dir, dev)
                 disk = FileDisk(path, writable=True, name=path)
-            except DiskIOError as e:
-                raise HostError(f"{info.name}: {e}") from e
-            try:
+                opened.append(disk)
                 if not handler.probe(disk):
-                    disk.close()
                     raise HostError(f"{info.name}: {path} carries no {info.format} metadata")
                 copies.append(handler.load(disk))
-            except MetadataError as e:
-                disk.close()
-                raise HostError(f"{info.name}: {e}") from e
-        try:
             return handler.assemble(copies)
-        except MetadataError as e:
+        except (DiskIOError, MetadataError, HostError) as e:
+            # A failed load leaves nothing open: the supervisor may retry it many times.
+            for disk in opened:
+                disk.close()
+            if isinstance(e, HostError):
+                raise
             raise HostError(f"{info.name}: {e}") from e
 
     return load

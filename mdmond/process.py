@@ -80,7 +80,10 @@ def fork_and_wait() -> Callable[[int], None] | None:
         if len(data) == 4:
             os._exit(struct.unpack("=i", data)[0])
         _, status = os.waitpid(pid, 0)
-        os._exit(os.waitstatus_to_exitcode(status) or 1)
+        code = os.waitstatus_to_exitcode(status)
+        # Killed by a signal: the shell's 128+N (not -N, which exit() would wrap to 256-N).
+        # Exited 0 without reporting: it never served, so that is a failure too.
+        os._exit(128 - code if code < 0 else code or 1)
     os.close(r)
 
     def report(status: int) -> None:
