@@ -117,7 +117,7 @@ class Daemon:
 
     async def _flush(self) -> None:
         self.writer.wake()
-        while any(log.total and cursor[0] < log.total for log, cursor in self.writer.logs):
+        while self.writer.writing or any(log.total and cursor[0] < log.total for log, cursor in self.writer.logs):
             await trio.sleep(0.01)
 
     async def _supervise(self, name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

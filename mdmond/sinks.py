@@ -120,6 +120,8 @@ class Writer:
         self.token: trio.lowlevel.TrioToken | None = None
         self._wake = trio.Event()
         self.failures = 0
+        #: A batch taken from the buffers is being written (a flush must wait for it too).
+        self.writing = False
 
     def follow(self, log: EventLog) -> None:
         self.logs.append((log, [0]))
@@ -133,14 +135,18 @@ class Writer:
             await self._wake.wait()
             self._wake = trio.Event()
             batch: list[Event] = []
+            self.writing = True
             for log, cursor in self.logs:
                 events, cursor[0], lost = log.since(cursor[0])
                 if lost:
                     batch.append(Event("events-lost", {**log.context, "count": lost}, log.clock()))
                 batch.extend(events)
-            if batch and self.sinks:
-                # abandon_on_cancel: a write stuck behind a blocked array must not hold up exit.
-                await trio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
+            try:
+                if batch and self.sinks:
+                    # abandon_on_cancel: a write stuck behind a blocked array must not hold up exit.
+                    await trio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
+            finally:
+                self.writing = False
 
     def _write(self, batch: list[Event]) -> None:
         for sink in self.sinks:
