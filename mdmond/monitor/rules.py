@@ -203,6 +203,17 @@ def _progress(
     if resync_done and mig is not None and mig.type in _RESYNC_MIGRATIONS:
         changes.append(EndMigration(vol.index))
         return changes, Progress(), wake_at, True
+    if (
+        resync_done
+        and mig is None
+        and vol.state is VolumeState.UNINITIALIZED
+        and now.array_state.rank > ArrayState.READ_AUTO.rank
+    ):
+        # md finished the initial resync before any pass saw it running (a small volume is
+        # synced in well under a second): it is initialised all the same, so record it, as
+        # the start and end of the initialisation in one commit.
+        changes += [StartResync(vol.index), EndMigration(vol.index)]
+        return changes, Progress(), wake_at, True
     if action is not SyncAction.RECOVER:
         finished = [
             dev

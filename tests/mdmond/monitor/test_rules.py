@@ -144,6 +144,16 @@ def test_resync_md_started_is_recorded_then_closed_when_resync_start_is_none() -
     assert p.changes == (EndMigration(0),)
 
 
+def test_an_initial_resync_finished_unseen_is_recorded_as_initialised() -> None:
+    """Seen on the real kernel: a 24 MiB RAID1's first resync ended before any pass saw it."""
+    fresh = replace(VOL, state=VolumeState.UNINITIALIZED)
+    synced = snap(S.ACTIVE, sync_action=SyncAction.IDLE)  # resync_start none: md has nothing left
+    assert run(synced, synced, vol=fresh).changes == (StartResync(0), EndMigration(0))
+    # not while md still owes it, nor before the array is writable (readonly: the readonly rule decides)
+    assert run(snap(S.ACTIVE, sync_action=SyncAction.IDLE, resync_start=0), vol=fresh).changes == ()
+    assert EndMigration(0) not in run(snap(S.READ_AUTO, sync_action=SyncAction.IDLE), vol=fresh).changes
+
+
 def test_clean_is_withheld_while_a_resync_is_owed_and_the_format_cannot_record_it() -> None:
     ddf_like = replace(VOL, migration=Migration(MigrationType.INIT, None))  # no checkpoint in this format
     p = run(snap(S.CLEAN, resync_start=1024), vol=ddf_like)
