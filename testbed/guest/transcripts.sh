@@ -6,6 +6,7 @@ SNAP_OUT=$2
 . "$(dirname "$0")/lib.sh"
 SC=$1
 mkdir -p "$SNAP_OUT"
+export MDMOND_EVENT_LOG="$SNAP_OUT/mdmond-events.jsonl"  # read by mdmond when it is the mdmon
 say "scenario $SC; $(mdadm --version 2>&1); kernel $(uname -r); disks ${D[*]}; mdmon=$TESTBED_MDMON"
 
 # rebuild META: RAID5 on disks 0-2 + a spare; fail disk1, mdmon activates the

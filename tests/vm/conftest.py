@@ -49,16 +49,21 @@ def kernel() -> provision.Kernel:
 @pytest.fixture(scope="session")
 def recording(
     kernel: provision.Kernel, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[str], transcript.Recording]]:
-    """``recording(scenario)``: run a transcript scenario once per session (several tests read it)."""
+) -> Iterator[Callable[..., transcript.Recording]]:
+    """``recording(scenario, daemon)``: a transcript scenario played once per session and daemon.
 
-    def get(name: str) -> transcript.Recording:
-        if name not in _recordings:
+    ``daemon`` is what stock mdadm starts as its mdmon: ``mdmon`` (the reference)
+    or ``mdmond``.  Several tests read each recording.
+    """
+
+    def get(name: str, daemon: str = "mdmon") -> transcript.Recording:
+        key = f"{name}@{daemon}"
+        if key not in _recordings:
             t0 = time.monotonic()
-            rec = transcript.record(name, tmp_path_factory.mktemp(name))
-            print(f"\n[testbed] {name}: exit {rec.result.returncode}, {time.monotonic() - t0:.1f} s")
-            _recordings[name] = rec
-        return _recordings[name]
+            rec = transcript.record(name, tmp_path_factory.mktemp(f"{name}-{daemon}"), mdmon=daemon)
+            print(f"\n[testbed] {name} under {daemon}: exit {rec.result.returncode}, {time.monotonic() - t0:.1f} s")
+            _recordings[key] = rec
+        return _recordings[key]
 
     yield get
     _recordings.clear()

@@ -1,7 +1,9 @@
-"""Ground truth under stock mdadm + mdmon: each transcript scenario, played on the real kernel.
+"""Each transcript scenario on the real kernel under stock mdadm, with mdmon and with mdmond.
 
-Every scenario runs once per session (``recording`` fixture); the tests read
-its steps.  ``test_mdmond_examine_agrees`` is the point of the exercise: at
+Every scenario runs once per session and daemon (``recording`` fixture); the
+tests read its steps, and each test runs for both daemons: mdmon's run is the
+ground truth the simulated driver replays, mdmond's must behave the same
+(where a test allows a difference, it says why).  ``test_mdmond_examine_agrees`` is the point of the exercise: at
 every step, on every disk, ``mdmond examine --json`` over the metadata bytes
 the guest copied must say what ``mdadm --examine`` said about the same bytes.
 The other tests pin the kernel and mdmon behaviour the daemon must reproduce.
@@ -21,9 +23,22 @@ from .examine_compare import ddf_available, disagreements, mdmond_examine
 pytestmark = pytest.mark.vm
 
 Get = Callable[[str], transcript.Recording]
+#: Every scenario is played under stock mdadm with each daemon as its mdmon.
+DAEMONS = ["mdmon", "mdmond"]
 SCENARIOS = list(transcript.SCENARIOS)
 REBUILD = [s for s in SCENARIOS if s.endswith("-rebuild")]
 VOLUMES = [s for s in SCENARIOS if not s.endswith("-rebuild")]
+
+
+@pytest.fixture(params=DAEMONS)
+def daemon(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def played(recording: Callable[..., transcript.Recording], daemon: str) -> Get:
+    """``played(scenario)``: the scenario's recording under this test's daemon."""
+    return lambda name: recording(name, daemon)
 
 
 def _ok(recording: Get, name: str) -> transcript.Recording:
@@ -47,8 +62,8 @@ def _volume(step: dict[str, Any], name: str = "vol0") -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_mdmond_examine_agrees(recording: Get, name: str) -> None:
-    rec = _ok(recording, name)
+def test_mdmond_examine_agrees(played: Get, name: str) -> None:
+    rec = _ok(played, name)
     if name.startswith("ddf") and (why := ddf_available()):
         pytest.skip(f"DDF comparison skipped: {why}")
     compared = 0
@@ -69,8 +84,8 @@ def test_mdmond_examine_agrees(recording: Get, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_data_survives_and_check_finds_no_mismatch(recording: Get, name: str) -> None:
-    rec = _ok(recording, name)
+def test_data_survives_and_check_finds_no_mismatch(played: Get, name: str) -> None:
+    rec = _ok(played, name)
     log = rec.result.stdout
     if "vol0 cannot be started" in log:
         pytest.skip("DDF: the volume stopped mid-rebuild could not be started even when forced")
@@ -82,8 +97,8 @@ def test_data_survives_and_check_finds_no_mismatch(recording: Get, name: str) ->
 
 
 @pytest.mark.parametrize("name", REBUILD)
-def test_fail_activates_the_spare_and_rebuild_runs(recording: Get, name: str) -> None:
-    rec = _ok(recording, name)
+def test_fail_activates_the_spare_and_rebuild_runs(played: Get, name: str) -> None:
+    rec = _ok(played, name)
     failed = _volume(_step(rec, "failed"))
     # the failed member leaves the volume at once; mdmon puts the container's spare in its slot
     assert "sdb" not in failed["devs"]
@@ -108,8 +123,8 @@ def test_fail_activates_the_spare_and_rebuild_runs(recording: Get, name: str) ->
     assert done_step["devs"]["sdd"]["slot"] == "1"
 
 
-def test_imsm_rebuild_resumes_from_the_checkpoint(recording: Get) -> None:
-    rec = _ok(recording, "imsm-raid5-rebuild")
+def test_imsm_rebuild_resumes_from_the_checkpoint(played: Get) -> None:
+    rec = _ok(played, "imsm-raid5-rebuild")
     exam = _step(rec, "volume-stopped")["examine"]["/dev/sda"]
     units, per = next(ln for ln in exam.splitlines() if "Checkpoint :" in ln).split(":")[1].split()
     checkpoint = int(units) * int(per.strip("()"))
@@ -119,14 +134,14 @@ def test_imsm_rebuild_resumes_from_the_checkpoint(recording: Get) -> None:
     assert int(resumed["devs"]["sdd"]["recovery_start"]) >= checkpoint > 0
 
 
-def test_ddf_rebuild_after_reassembly(recording: Get) -> None:
+def test_ddf_rebuild_after_reassembly(played: Get) -> None:
     """DDF records no rebuild position, and mdmon records the stop mid-rebuild either way.
 
     Seen both ways on the same kernel: "Degraded, Consistent" (the volume starts
     and the recovery starts over from the beginning) or "Degraded, Not
     Consistent" (md refuses a dirty degraded RAID5 until start_dirty_degraded).
     """
-    rec = _ok(recording, "ddf-raid5-rebuild")
+    rec = _ok(played, "ddf-raid5-rebuild")
     stopped = _step(rec, "volume-stopped")["examine"]["/dev/sda"]
     assert "state[0] : Degraded, " in stopped
     assembled = _volume(_step(rec, "assembled"))
@@ -141,8 +156,8 @@ def test_ddf_rebuild_after_reassembly(recording: Get) -> None:
 
 
 @pytest.mark.parametrize("name", REBUILD)
-def test_check_counts_a_corrupted_block_and_repair_fixes_it(recording: Get, name: str) -> None:
-    rec = _ok(recording, name)
+def test_check_counts_a_corrupted_block_and_repair_fixes_it(played: Get, name: str) -> None:
+    rec = _ok(played, name)
     if not any(st["step"] == "corrupted-checked" for st in rec.steps):
         assert name.startswith("ddf"), "IMSM always rebuilds after re-assembly: the check must have run"
         pytest.skip("DDF kept the volume degraded after re-assembly: nothing to check")
@@ -152,8 +167,8 @@ def test_check_counts_a_corrupted_block_and_repair_fixes_it(recording: Get, name
 
 
 @pytest.mark.parametrize("name", VOLUMES)
-def test_array_state_around_one_write(recording: Get, name: str) -> None:
-    rec = _ok(recording, name)
+def test_array_state_around_one_write(played: Get, name: str) -> None:
+    rec = _ok(played, name)
     trace = rec.array_state_trace()
     assert trace is not None
     states = [t["state"] for t in trace]
@@ -170,8 +185,8 @@ def test_array_state_around_one_write(recording: Get, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", VOLUMES)
-def test_reassembled_volumes_start_read_auto(recording: Get, name: str) -> None:
-    rec = _ok(recording, name)
+def test_reassembled_volumes_start_read_auto(played: Get, name: str) -> None:
+    rec = _ok(played, name)
     step = _step(rec, "assembled")
     vols = [a for a in step["arrays"].values() if a["metadata_version"].startswith("external:/")]
     assert vols
