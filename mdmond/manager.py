@@ -262,6 +262,15 @@ class Manager:
             with contextlib.suppress(OSError):
                 await self._run_blocking(close)
 
+    def restore_safe_mode(self) -> None:
+        """After a takeover: the predecessor's SIGTERM set 1 ms on arrays we had already adopted.
+
+        Left so, every write would be followed by a clean/dirty metadata cycle
+        (mdmon met this too, mdmon.md §1.4); we set our own delay again.
+        """
+        for md in self.arrays.values():
+            self._set_safe_mode(md)
+
     def _set_safe_mode(self, md: ManagedArray) -> None:
         try:
             delay = float(md.read("safe_mode_delay"))

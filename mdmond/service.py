@@ -96,6 +96,7 @@ class ContainerService:
             task_status.started()
             if victim is not None:
                 await self._retire(victim)
+                self.manager.restore_safe_mode()
             await self._until_done()
             n.cancel_scope.cancel()
         if not self.sigterm:

@@ -73,12 +73,14 @@ async def test_a_live_instance_is_not_displaced_without_takeover_but_is_with_it(
                 await service(w, tmp_path).run()
             second = service(w, tmp_path, takeover=True, exclusive_open=lambda: False)
             await n.start(second.run)
+            w.md.write("safe_mode_delay", "0.001")  # what the victim's SIGTERM does (mdmon and mdmond alike)
             with trio.fail_after(10):
                 while victim.poll() is None:
                     await trio.sleep(0.05)
             assert victim.returncode == -signal.SIGTERM
             assert (tmp_path / "md127.pid").read_text() == f"{os.getpid()}\n"
             await until(lambda: "took-over" in second.events.kinds(), limit=10)
+            assert float(w.md.read("safe_mode_delay")) >= 1  # ours again, not the victim's parting 1 ms
             n.cancel_scope.cancel()
     finally:
         victim.kill()

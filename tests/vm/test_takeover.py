@@ -45,6 +45,7 @@ echo "new-pid=$new"; echo "new-cmd=$(tr '\0' ' ' < /proc/$new/cmdline)"
 kill -0 "$old" 2>/dev/null && echo "old-alive=yes" || echo "old-alive=no"
 sleep 1
 echo "state=$(cat /sys/block/$md/md/array_state)"
+echo "safe-mode-delay=$(cat /sys/block/$md/md/safe_mode_delay)"
 mdadm --examine "${D[0]}" | grep -E "Dirty State|Map State|Migrate State" | tr -s ' ' | tr '\n' ';'; echo
 # SIGTERM: arrays clean on disk, then exit, files kept for a successor
 kill -TERM "$new"
@@ -71,6 +72,8 @@ def test_takeover_while_writes_run_then_sigterm_leaves_it_clean(run_vm: RunVm, f
     assert f["old-alive"] == "no", out  # the predecessor was stopped, after we answered
     assert '"took-over"' in r.stdout, out
     assert f["state"] in ("clean", "active"), out
+    # the predecessor's SIGTERM set 1 ms to get clean quickly; left so, every write would cost a cycle
+    assert float(f["safe-mode-delay"]) >= 0.05, out
     assert "Map State : normal" in r.stdout
     # SIGTERM: every array clean on disk before exit; pid and socket stay for a successor (as mdmon)
     assert f["term-exited"] == "yes" and f["after-term-dirty"] == "0", out
