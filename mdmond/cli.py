@@ -11,9 +11,10 @@ import formats
 from formats.base import first_difference
 from formats.errors import DiskIOError, MetadataError
 
-from . import __version__
+from . import __version__, eventlog
 from .dryrun import Action, describe, dry_run
 from .entry import add_run_parser, mdmon_main
+from .eventlog import Filter
 from .examine import container_json, error_json
 from .images import open_image
 
@@ -84,6 +85,11 @@ def _dry_run(args: argparse.Namespace) -> int:
     return 1 if report.errors or hung else 0
 
 
+def _events(args: argparse.Namespace) -> int:
+    flt = Filter(set(args.kind), set(args.container), args.since, routine=not args.quiet)
+    return eventlog.main(args.path, flt, follow=args.follow, as_json=args.json)
+
+
 def _at_dev(value: str) -> tuple[float, str]:
     t, _, dev = value.partition(":")
     if not dev:
@@ -129,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--sector-size", type=int, choices=(512, 4096))
     dr.set_defaults(func=_dry_run)
     add_run_parser(sub)
+    ev = sub.add_parser("events", help="read the JSON event log written by mdmond run --event-log")
+    ev.add_argument("path", metavar="LOG", help="the event log, or - for standard input")
+    ev.add_argument("-f", "--follow", action="store_true", help="keep reading as the daemon appends")
+    ev.add_argument("--kind", action="append", default=[], metavar="EVENT", help="only these events (repeatable)")
+    ev.add_argument("--container", action="append", default=[], metavar="MD", help="only these containers")
+    ev.add_argument("--since", type=float, metavar="EPOCH", help="only events at or after this time")
+    ev.add_argument("--quiet", action="store_true", help="leave out routine dirty/clean/checkpoint events")
+    ev.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    ev.set_defaults(func=_events)
     sub.add_parser("mdmon", help="mdmon's own command line, for stock mdadm: mdmond mdmon [--takeover] ... CONTAINER")
     return p
 
