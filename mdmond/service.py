@@ -126,15 +126,25 @@ class ContainerService:
         self.monitor.queue.post([MdadmUpdate(p) for p in payloads])
 
     async def _until_done(self) -> None:
-        """mdmon's exit test: arrays once seen, now none (or SIGTERM and all clean), and no exclusive holder."""
+        """mdmon's exit test: the manager has scanned, no array is left (SIGTERM releases them once
+        clean), and nobody holds the container exclusively.
+
+        Arrays only ever leave in a monitor pass, so while there are some this
+        waits for passes and costs no wake-ups of its own (a 20 ms poll here
+        was measured at ~2,500 wake-ups a minute on an idle system).  Only
+        while mdadm holds an empty container does it re-check every 20 ms, as
+        mdmon does.
+        """
         assert self.monitor is not None and self.manager is not None
         while True:
-            await trio.sleep(0.02)
-            if self.manager.scans == 0:
-                continue
-            done = not self.monitor.arrays
-            if done and self.exclusive_open():
-                return
+            if self.manager.scans and not self.monitor.arrays:
+                if self.exclusive_open():
+                    return
+                await trio.sleep(0.02)
+            elif not self.manager.scans:
+                await trio.sleep(0.02)  # start-up only: until the first scan
+            else:
+                await self.monitor.next_pass()
 
     async def _find_victim(self) -> int | None:
         try:

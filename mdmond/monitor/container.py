@@ -118,6 +118,10 @@ class ContainerMonitor:
         while self.finished < target:
             await self._passed.wait()
 
+    async def next_pass(self) -> None:
+        """Return when the pass after the current one has finished (no wake-up of its own)."""
+        await self._passed.wait()
+
     # -- the loop ----------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
