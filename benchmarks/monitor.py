@@ -31,11 +31,18 @@ from pathlib import Path
 
 import trio
 
-from formats.blockio import FileDisk, MemoryDisk
-from mdmond.kernel.simulated import SimArray
-from mdmond.kernel.values import ArrayState
-from mdmond.metadata import MetadataStore, Runner, in_thread
-from mdmond.monitor.container import ContainerMonitor
+# Run as a script, this file's folder comes first on sys.path, and its neighbour
+# benchmarks/formats.py would shadow the ``formats`` package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))  # a checkout without the project installed
+
+from formats.blockio import FileDisk, MemoryDisk  # noqa: E402
+from mdmond.kernel.simulated import SimArray  # noqa: E402
+from mdmond.kernel.values import ArrayState  # noqa: E402
+from mdmond.metadata import MetadataStore, Runner, in_thread  # noqa: E402
+from mdmond.monitor.container import ContainerMonitor  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "data" / "golden"
 SCENARIOS = {"imsm": "imsm-raid5", "ddf": "ddf-raid5"}
