@@ -162,17 +162,36 @@ def changed_runs(old: Sequence[Write], new: Sequence[Write], sector: int) -> tup
     """
     writes: list[Write] = []
     undo: list[Write] = []
+    block = sector * _BLOCK_SECTORS
     for o, n in zip(old, new, strict=True):
+        if o.data == n.data:  # the usual case for most extents: one memcmp
+            continue
         start: int | None = None
-        for pos in range(0, len(n.data) + sector, sector):
-            same = pos >= len(n.data) or n.data[pos : pos + sector] == o.data[pos : pos + sector]
-            if not same and start is None:
-                start = pos
-            elif same and start is not None:
-                writes.append(Write(n.offset + start, n.data[start:pos]))
-                undo.append(Write(n.offset + start, o.data[start:pos]))
-                start = None
+        size = len(n.data)
+        for base in range(0, size, block):
+            if n.data[base : base + block] == o.data[base : base + block]:
+                # a whole block unchanged: close any run at its start, skip its sectors
+                if start is not None:
+                    writes.append(Write(n.offset + start, n.data[start:base]))
+                    undo.append(Write(n.offset + start, o.data[start:base]))
+                    start = None
+                continue
+            for pos in range(base, min(base + block, size), sector):
+                same = n.data[pos : pos + sector] == o.data[pos : pos + sector]
+                if not same and start is None:
+                    start = pos
+                elif same and start is not None:
+                    writes.append(Write(n.offset + start, n.data[start:pos]))
+                    undo.append(Write(n.offset + start, o.data[start:pos]))
+                    start = None
+        if start is not None:
+            writes.append(Write(n.offset + start, n.data[start:size]))
+            undo.append(Write(n.offset + start, o.data[start:size]))
     return writes, undo
+
+
+#: ``changed_runs`` compares this many sectors at once before looking sector by sector.
+_BLOCK_SECTORS = 64
 
 
 def _write_with_rollback(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -103,6 +105,22 @@ def test_changed_runs_reproduce_the_new_bytes(base: bytes, flips: list[int]) -> 
     assert sum(len(w.data) for w in writes) == 512 * len({i // 512 for i in flips if new[i] != base[i]})
     write_all(disk, undo)
     assert disk.read(1024, 2048) == base
+
+
+@given(st.lists(st.integers(0, 200 * 512 - 1), max_size=40))
+def test_changed_runs_are_whole_maximal_runs_across_compare_blocks(flips: list[int]) -> None:
+    """200 sectors: runs that start, end or pass at the 64-sector blocks compared at once."""
+    base = bytes(200 * 512)
+    new = bytearray(base)
+    for i in flips:
+        new[i] ^= 0x5A
+    writes, undo = changed_runs([Write(0, base)], [Write(0, bytes(new))], 512)
+    changed = sorted({i // 512 for i in flips if new[i] != base[i]})  # a byte flipped twice is back
+    covered = [s for w in writes for s in range(w.offset // 512, (w.offset + len(w.data)) // 512)]
+    assert covered == changed  # exactly the changed sectors, in order
+    assert all(a.offset + len(a.data) < b.offset for a, b in itertools.pairwise(writes))  # maximal
+    assert all(w.data == bytes(new[w.offset : w.offset + len(w.data)]) for w in writes)
+    assert all(u.data == bytes(len(u.data)) for u in undo)
 
 
 async def test_second_commit_writes_only_changed_sectors_and_reads_nothing() -> None:
