@@ -319,7 +319,13 @@ class Manager:
         return True
 
     async def _activate_spare(self, r: Request) -> bool:
-        """Returns False to be retried later (frozen, busy), True when done or nothing to do."""
+        """Returns False to be retried later (frozen, busy), True when done or nothing to do.
+
+        Every empty slot gets its spare in *one* update and one recovery pass,
+        as mdmon's activate_spare batches them: md then rebuilds them together,
+        so the volume's single checkpoint bounds each of them, and a rebuild
+        stopped half-way can resume all of them from it (``_resume_rebuild``).
+        """
         md = self.arrays.get(r.array)
         if md is None:
             return True
@@ -330,68 +336,67 @@ class Manager:
         vol = model.volume(r.volume)
         occupied = {d.slot for d in snap.devs if d.slot is not None and not d.state.faulty}
         empty = [m.slot for m in vol.members if m.state in (MemberState.FAILED, MemberState.MISSING)]
-        empty = [s for s in empty if s not in occupied]
-        for slot in empty:
-            spare = self._choose_spare(model, vol)
+        chosen: list[tuple[int, str, str]] = []
+        for slot in (s for s in empty if s not in occupied):
+            spare = self._choose_spare(model, vol, taken={ref for _, ref, _ in chosen})
             if spare is None:
                 self.events.emit("no-spare", array=r.array, volume=r.volume, slot=slot)
-                return True
-            ref, dev = spare
-            if not await self._add_member(md, r.array, vol, slot, ref, dev, recovery_start=0):
-                return False
-        return True
+                break
+            chosen.append((slot, *spare))
+        if not chosen:
+            return True
+        return await self._add_members(md, r.array, vol, chosen)
 
-    def _choose_spare(self, model: Container, vol: Volume) -> tuple[str, str] | None:
+    def _choose_spare(self, model: Container, vol: Volume, *, taken: set[str]) -> tuple[str, str] | None:
         """The smallest spare that fits (mdmon takes the first that fits; smallest wastes least)."""
         offset = next((m.offset_sectors for m in vol.members if m.state is MemberState.IN_SYNC), 0)
         need = offset + vol.component_sectors
-        fits = [d for d in model.disks if d.state is DiskState.SPARE and d.size_sectors >= need and d.path is not None]
+        fits = [
+            d
+            for d in model.disks
+            if d.state is DiskState.SPARE and d.size_sectors >= need and d.path is not None and d.ref not in taken
+        ]
         if not fits:
             return None
         d = min(fits, key=lambda d: (d.size_sectors, d.ref))
         assert d.path is not None
         return d.ref, d.path.removeprefix("/dev/")
 
-    async def _add_member(
-        self, md: ManagedArray, array: str, vol: Volume, slot: int, ref: str, dev: str, *, recovery_start: int
-    ) -> bool:
+    async def _add_members(self, md: ManagedArray, array: str, vol: Volume, chosen: list[tuple[int, str, str]]) -> bool:
+        """Bind and place every chosen spare (frozen), record them all, then let md recover."""
         offset = next((m.offset_sectors for m in vol.members if m.state is MemberState.IN_SYNC), 0)
         try:
             md.write("sync_action", "frozen")
         except OSError as e:
-            self.events.emit("spare-add-failed", array=array, device=dev, error=str(e))
+            self.events.emit("spare-add-failed", array=array, device=chosen[0][2], error=str(e))
             return False
-        bound = False
+        bound: list[str] = []
         try:
-            md.write_once("new_dev", self.kernel.device_number(dev))
-            bound = True
-            self._place(md, dev, offset=offset, size_kib=vol.component_sectors // 2, slot=slot, start=recovery_start)
-            md.add_device(f"dev-{dev}")
+            for slot, _ref, dev in chosen:
+                md.write_once("new_dev", self.kernel.device_number(dev))
+                bound.append(dev)
+                self._place(md, dev, offset=offset, size_kib=vol.component_sectors // 2, slot=slot, start=0)
+                md.add_device(f"dev-{dev}")
         except OSError as e:
             self.events.emit("spare-add-failed", array=array, device=dev, error=str(e))
-            if bound:
-                self._take_back(md, dev)
+            for d in bound:
+                self._take_back(md, d)
             self._unfreeze(md)
             return False
-        if recovery_start == 0:
-            try:
-                await self.monitor.queue.submit([ActivateSpare(vol.index, slot, ref)])
-            except (ChangeRejected, MetadataError, CommitFailed, OSError) as e:
-                # Not recorded: md must not rebuild onto it.  Take it back out.
-                self.events.emit("spare-refused", array=array, device=dev, error=str(e))
-                self._take_back(md, dev)
-                self._unfreeze(md)
-                return True
+        try:
+            await self.monitor.queue.submit([ActivateSpare(vol.index, slot, ref) for slot, ref, _ in chosen])
+        except (ChangeRejected, MetadataError, CommitFailed, OSError) as e:
+            # Not recorded: md must not rebuild onto them.  Take them back out.
+            self.events.emit("spare-refused", array=array, device=",".join(bound), error=str(e))
+            for d in bound:
+                self._take_back(md, d)
+            self._unfreeze(md)
+            return True
         self._unfreeze(md, "recover")
-        self.events.emit(
-            "spare-activated",
-            array=array,
-            volume=vol.index,
-            slot=slot,
-            disk=ref,
-            device=dev,
-            recovery_start=recovery_start,
-        )
+        for slot, ref, dev in chosen:
+            self.events.emit(
+                "spare-activated", array=array, volume=vol.index, slot=slot, disk=ref, device=dev, recovery_start=0
+            )
         return True
 
     @staticmethod

@@ -255,7 +255,11 @@ def _activate_spare(c: IMSMContainer, ch: ActivateSpare, env: Environment) -> No
     m0 = dev.map0
     if not 0 <= ch.slot < m0.num_members:
         raise ChangeRejected(f"imsm: volume {dev.name} has no slot {ch.slot}")
-    if dev.vol.migr_state:
+    # A spare may join a rebuild only while nothing of it is recorded done (in practice: a
+    # second spare in the same update, as mdmon's activate_spare batches them).  The one
+    # checkpoint then bounds every rebuilding member, since md rebuilds them in one pass.
+    joining = bool(dev.vol.migr_state)
+    if joining and (dev.vol.migr_type != S.MIGR_REBUILD or dev.vol.curr_migr_unit != 0):
         raise ChangeRejected(f"imsm: volume {dev.name} is already migrating")
     victim = dev.map_x.idx(ch.slot)
     vdisk = mpb.disks[victim]
@@ -284,8 +288,11 @@ def _activate_spare(c: IMSMContainer, ch: ActivateSpare, env: Environment) -> No
     disk = mpb.disks[new_idx]
     disk.status = (disk.status | S.CONFIGURED_DISK) & ~S.SPARE_DISK
     to_state = check_degraded(mpb, dev, failed)
-    m0.map_state = S.MAP_STATE_DEGRADED
-    migrate(dev, to_state, S.MIGR_REBUILD)
+    if joining:
+        m0.map_state = to_state
+    else:
+        m0.map_state = S.MAP_STATE_DEGRADED
+        migrate(dev, to_state, S.MIGR_REBUILD)
     m0.disk_ord_tbl[ch.slot] = new_idx
     dev.maps[1].disk_ord_tbl[ch.slot] = new_idx | S.IMSM_ORD_REBUILD
     if mpb.orig_family_num == 0:

@@ -245,12 +245,17 @@ def _progress(
 
 
 def _recovery_position(now: ArraySnapshot, vol: Volume) -> int | None:
-    """The rebuild target's ``recovery_start``: how far md got onto it."""
-    for dev in now.devs:
-        m = _member(vol, dev.slot)
-        if m is not None and m.state is MemberState.REBUILDING and not dev.state.faulty:
-            return dev.recovery_start
-    return None
+    """How far md got onto the rebuild targets: the least ``recovery_start`` of them.
+
+    Spares activated together are rebuilt in one pass and stand at the same
+    place; the least is the one bound that is true of every one of them.
+    """
+    starts = [
+        dev.recovery_start
+        for dev in now.devs
+        if (m := _member(vol, dev.slot)) is not None and m.state is MemberState.REBUILDING and not dev.state.faulty
+    ]
+    return min(starts) if starts else None
 
 
 def _member(vol: Volume, slot: int | None) -> Member | None:

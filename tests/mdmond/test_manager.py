@@ -157,6 +157,92 @@ async def test_rebuild_found_at_start_up_resumes_from_the_checkpoint(autojump_cl
     assert "rebuild-resumed" in w.monitor.events.kinds()
 
 
+def _raid10_lost_one_of_each_mirror(activate: bool) -> tuple[MetadataStore, list[Disk], ContainerKernel, SimArray]:
+    """RAID10 on sda-sdd, spares sde and sdf, sda and sdc failed; if ``activate``, both spares half rebuilt."""
+    from formats.base import write_all
+    from formats.blockio import MemoryDisk
+    from formats.changes import ActivateSpare, Environment, FailDisk, SetCheckpoint
+    from formats.imsm.create import VolumeSpec, create
+
+    names = ["sda", "sdb", "sdc", "sdd", "sde", "sdf"]
+    serials = [f"R10DISK{n:04d}" for n in range(6)]
+    disks = [MemoryDisk(bytes(64 << 20), name=f"/dev/{n}", serial=s) for n, s in zip(names, serials, strict=True)]
+    env = Environment(now=lambda: 1_700_000_000.0)
+    c = create([(s, 131072) for s in serials], [VolumeSpec("vol0", 10, (0, 1, 2, 3), size_sectors=65536)], env)
+    for s, d in zip(serials, disks, strict=True):
+        c.attach(s, d)
+    c = c.apply([FailDisk(serials[0]), FailDisk(serials[2])], env)
+    if activate:
+        c = c.apply([ActivateSpare(0, 0, serials[4]), ActivateSpare(0, 2, serials[5]), SetCheckpoint(0, 16384)], env)
+    for ref, writes in c.encode().items():
+        write_all(c.disks()[ref], writes)
+    h = formats.handler("imsm")
+    present: list[Disk] = [d for d in disks if d.name not in ("/dev/sda", "/dev/sdc")]  # failed: never written
+    store = MetadataStore(h.assemble([h.load(d) for d in present]), runner=inline)
+    kernel = ContainerKernel()
+    kernel.add_container("md127", "imsm", names)
+    vol = store.model().volume(0)
+    md = SimArray("md126", state=S.READONLY, level=10, devices=(), component_sectors=vol.component_sectors)
+    md.raid_disks = 4
+    for slot, dev in ((1, "sdb"), (3, "sdd")):  # mdadm assembled the in-sync halves only
+        md.devs[dev] = SimDevice(dev, slot, {"in_sync"})
+    kernel.add_array(md)
+    return store, present, kernel, md
+
+
+async def test_two_spares_are_activated_in_one_update_and_rebuilt_in_one_pass(autojump_clock: MockClock) -> None:
+    store, present, kernel, md = _raid10_lost_one_of_each_mirror(activate=False)
+    monitor = ContainerMonitor(store)
+    manager = Manager("md127", kernel, monitor)
+    async with trio.open_nursery() as n:
+        n.start_soon(md.run)
+        await n.start(monitor.run)
+        await n.start(manager.run)
+        await until(lambda: {"sde", "sdf"} <= set(md.devs) and md.sync_action is SyncAction.RECOVER)
+        assert {md.devs["sde"].slot, md.devs["sdf"].slot} == {0, 2}  # both in the one recovery pass
+        await until(lambda: md.sync_action is SyncAction.IDLE and not md.degraded, limit=600)
+        await trio.sleep(1)
+        n.cancel_scope.cancel()
+    commits = [e for e in monitor.events.records if e.kind == "metadata" and e.fields.get("source") == "update-queue"]
+    assert [e.fields["change"] for e in commits] == ["ActivateSpare", "ActivateSpare"]  # one update, one commit
+    done = on_disk(formats.handler("imsm"), present).volume(0)
+    assert [m.state for m in done.members] == [MemberState.IN_SYNC] * 4 and done.migration is None
+
+
+async def test_two_spares_rebuilt_together_both_resume_from_the_one_checkpoint(autojump_clock: MockClock) -> None:
+    """Better than mdmon, where provably safe (seeds.md §1; mdmon punts on a dual rebuild, 4363fd80).
+
+    RAID10 lost one disk of each mirror; both spares were activated in one update
+    (one rebuild pass), and the rebuild stopped with a checkpoint.  At start-up
+    both go back to their recorded slots with recovery_start = the checkpoint:
+    the checkpoint only ever records what md had done on the pass that rebuilt
+    both, so it bounds each of them.
+    """
+    store, present, kernel, md = _raid10_lost_one_of_each_mirror(activate=True)
+    vol = store.model().volume(0)
+    assert [m.state for m in vol.members][0::2] == [MemberState.REBUILDING] * 2
+    checkpoint = vol.migration.checkpoint_sectors  # type: ignore[union-attr]
+    assert checkpoint and checkpoint <= 16384
+    monitor = ContainerMonitor(store)
+    manager = Manager("md127", kernel, monitor)
+    async with trio.open_nursery() as n:
+        n.start_soon(md.run)
+        await n.start(monitor.run)
+        await n.start(manager.run)
+        await until(lambda: {"sde", "sdf"} <= set(md.devs))
+        assert (md.devs["sde"].slot, md.devs["sdf"].slot) == (0, 2)
+        assert md.devs["sde"].recovery_start == md.devs["sdf"].recovery_start == checkpoint
+        await until(lambda: md.sync_action is SyncAction.IDLE and "in_sync" in md.devs["sdf"].flags, limit=600)
+        await trio.sleep(1)
+        n.cancel_scope.cancel()
+    done = on_disk(formats.handler("imsm"), present).volume(0)
+    assert [m.state for m in done.members] == [MemberState.IN_SYNC] * 4 and done.migration is None
+    resumed = [
+        (e.fields["slot"], e.fields["recovery_start"]) for e in manager.events.records if e.kind == "rebuild-resumed"
+    ]
+    assert resumed == [(0, checkpoint), (2, checkpoint)]
+
+
 # -- disks added to and removed from the container (mdmon.md §3.6) ----------------------------
 
 DISK_BYTES = 64 << 20  # the golden disks' size

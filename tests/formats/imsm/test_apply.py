@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from formats.base import write_all
-from formats.blockio import FileDisk, OverlayDisk
+from formats.blockio import FileDisk, MemoryDisk, OverlayDisk
 from formats.changes import (
     ActivateSpare,
     AddSpare,
@@ -25,6 +25,7 @@ from formats.changes import (
 from formats.errors import ChangeRejected
 from formats.imsm import HANDLER
 from formats.imsm.container import IMSMContainer
+from formats.imsm.create import VolumeSpec, create
 from formats.model import Container, MemberState, MigrationType, VolumeState
 from tests.golden import disk_count
 
@@ -154,3 +155,38 @@ def test_rejections_leave_the_original_untouched() -> None:
     with pytest.raises(ChangeRejected):
         c.apply([RemoveDisk("MDVM00000000")])
     assert c.model() == before
+
+
+def test_two_spares_join_one_rebuild_in_one_update_and_share_its_checkpoint() -> None:
+    """RAID10 losing one disk of each mirror: both spares start together (as mdmon batches them).
+
+    md rebuilds both in one pass, so the volume's one checkpoint bounds both, and a
+    restart may resume both from it.  A spare arriving once a checkpoint is recorded
+    cannot join: its own progress would be 0, below the checkpoint.
+    """
+    serials = [f"R10DISK{n:04d}" for n in range(6)]
+    c = create([(s, 131072) for s in serials], [VolumeSpec("vol0", 10, (0, 1, 2, 3))], ENV)
+    for s in serials:
+        c.attach(s, MemoryDisk(bytes(1 << 20), name=s, serial=s))  # only where writes would go
+    c = c.apply([EndMigration(0)], ENV) if c.model().volume(0).migration else c
+    c = c.apply([FailDisk(serials[0]), FailDisk(serials[2])], ENV)
+    assert c.model().volume(0).state is VolumeState.DEGRADED
+    both = c.apply([ActivateSpare(0, 0, serials[4]), ActivateSpare(0, 2, serials[5])], ENV)
+    vol = both.model().volume(0)
+    assert vol.migration is not None and vol.migration.type is MigrationType.REBUILD
+    assert [m.state for m in vol.members] == [
+        MemberState.REBUILDING,
+        MemberState.IN_SYNC,
+        MemberState.REBUILDING,
+        MemberState.IN_SYNC,
+    ]
+    halfway = both.apply([SetCheckpoint(0, 40960)], ENV)
+    assert halfway.model().volume(0).migration.checkpoint_sectors == 40960  # type: ignore[union-attr]
+    # one at a time: the second only while nothing is recorded done
+    first = c.apply([ActivateSpare(0, 0, serials[4])], ENV)
+    assert first.apply([ActivateSpare(0, 2, serials[5])], ENV).model().volume(0).member(2).state is (
+        MemberState.REBUILDING
+    )
+    progressed = first.apply([SetCheckpoint(0, 40960)], ENV)
+    with pytest.raises(ChangeRejected, match="already migrating"):
+        progressed.apply([ActivateSpare(0, 2, serials[5])], ENV)
