@@ -89,6 +89,32 @@ class MetadataStore:
         """The neutral model of what is on disk (cached: the monitor asks on every pass)."""
         return self._model
 
+    async def prime(self) -> None:
+        """Read what is on each disk where the metadata lives, before serving.
+
+        Otherwise the first commit reads it (to write only what differs, and
+        to have the rollback bytes): measured in the test bed, that made the
+        first write after assembly wait 0.2-0.4 s.  A disk that cannot be read
+        now is simply read at its first commit, as before.
+        """
+        full = self._metadata.encode()
+        disks = self._metadata.disks()
+        seen: dict[str, dict[tuple[int, int], bytes]] = {}
+
+        def work() -> None:
+            for ref, writes in full.items():
+                disk = disks.get(ref)
+                if disk is None:
+                    continue
+                try:
+                    seen[ref] = {(w.offset, len(w.data)): disk.read(w.offset, len(w.data)) for w in writes}
+                except (OSError, DiskIOError):
+                    continue
+
+        await self._run(work)
+        for ref, regions in seen.items():
+            self._on_disk.setdefault(ref, regions)
+
     def check(self, changes: Sequence[Change]) -> ContainerMetadata:
         """Apply to a copy and validate, writing nothing (``ChangeRejected``/``MetadataError``)."""
         return self._apply(changes)

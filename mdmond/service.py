@@ -81,6 +81,7 @@ class ContainerService:
         victim = await self._find_victim()
         metadata = self.load()
         store = MetadataStore(metadata, runner=self.runner)
+        await store.prime()  # the first write after assembly must not wait for reads
         self.monitor = ContainerMonitor(store, events=self.events)
         self.manager = Manager(self.container, self.kernel, self.monitor, events=self.events)
         self._claim_files(victim)
