@@ -149,38 +149,12 @@ def create(
         mpb.devs.append(dev)
         for x in spec.members:
             next_pba[x] = pba + member + S.IMSM_RESERVED_SECTORS
-    _update_version(mpb)
+    mpb.update_version_info()
     finish_write(mpb)
     spares = [Spare(recs[i], None) for i in range(len(disks)) if i not in table]
     c = IMSMContainer(mpb, 512, {}, spares, b"")
     c.validate()
     return c
-
-
-def _update_version(mpb: MpbRec) -> None:
-    """imsm_update_version_info as in mdadm 4.2 (before 4.4 fixed the version at 1.3.00)."""
-    version = b"1.0.00"
-    for dev in mpb.devs:
-        m = dev.map0
-        if dev.size_high:
-            mpb.attributes |= S.MPB_ATTRIB_2TB
-        if len(mpb.devs) > 1 or mpb.attributes != S.MPB_ATTRIB_CHECKSUM_VERIFY:
-            version = b"1.3.00"
-            mpb.attributes |= {
-                0: S.MPB_ATTRIB_RAID0,
-                1: S.MPB_ATTRIB_RAID1,
-                10: S.MPB_ATTRIB_RAID10,
-                5: S.MPB_ATTRIB_RAID5,
-            }.get(m.level, 0)
-        elif m.num_members >= 5:
-            version = b"1.2.04"
-        elif m.level == 5:
-            version = b"1.2.02"
-        elif m.num_members >= 3:
-            version = b"1.2.01"
-        elif m.level == 1:
-            version = b"1.1.00"
-    mpb.sig = (S.SIGNATURE + version).ljust(S.SIG_LEN, b"\0")
 
 
 def largest(env: Environment | None = None) -> IMSMContainer:

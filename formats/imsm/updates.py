@@ -368,44 +368,7 @@ def _create(c: IMSMContainer, u: CreateArray) -> None:
     dev = copy.deepcopy(u.dev)
     dev.map0.disk_ord_tbl = ords
     mpb.devs.append(dev)
-    update_version_info(mpb)
-
-
-def update_version_info(mpb: MpbRec) -> None:
-    """imsm_update_version_info (mdadm 4.2): the version string and RAID-level attributes.
-
-    The attributes are read as they change, volume by volume, as mdmon reads
-    them; the version string is written over the signature's tail (the bytes
-    after its NUL stay as they were).  Nothing is written without a volume.
-    """
-    for dev in mpb.devs:
-        m = dev.map0
-        if dev.size_high > 0:
-            mpb.attributes |= S.MPB_ATTRIB_2TB
-        if len(mpb.devs) > 1 or mpb.attributes != S.MPB_ATTRIB_CHECKSUM_VERIFY:
-            version = b"1.3.00"
-            mpb.attributes |= {
-                0: S.MPB_ATTRIB_RAID0,
-                1: S.MPB_ATTRIB_RAID1,
-                10: S.MPB_ATTRIB_RAID10,
-                5: S.MPB_ATTRIB_RAID5,
-            }.get(m.level, 0)
-        elif m.num_members >= 5:
-            version = b"1.2.04"
-        elif dev.status == 0x400:  # DEV_CLONE_N_GO
-            version = b"1.2.06"
-        elif m.level == 5:
-            version = b"1.2.02"
-        elif m.num_members >= 3:
-            version = b"1.2.01"
-        elif m.level == 1:
-            version = b"1.1.00"
-        else:
-            version = b"1.0.00"
-        sig = bytearray(mpb.sig)
-        at = len(S.SIGNATURE)
-        sig[at : at + len(version) + 1] = version + b"\0"
-        mpb.sig = bytes(sig)
+    mpb.update_version_info()
 
 
 def _kill(mpb: MpbRec, u: KillArray) -> None:
@@ -485,5 +448,4 @@ __all__ = [
     "apply_update",
     "decode",
     "must_be_inactive",
-    "update_version_info",
 ]
