@@ -13,6 +13,8 @@ import pytest
 
 from testbed import vm
 
+from .guest import fields
+
 pytestmark = pytest.mark.vm
 
 RunVm = Callable[..., vm.Result]
@@ -46,13 +48,9 @@ cat /run/all.err
 """
 
 
-def _fields(out: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("mdadm"))
-
-
 def test_one_process_serves_every_container_then_leaves_them_clean(run_vm: RunVm) -> None:
     r = run_vm(RUN_ALL, disks=4, disk_size_mib=64, timeout=240)
-    f = _fields(r.stdout)
+    f = fields(r.stdout)
     out = f"{r.stdout}\n{r.stderr}"
     assert f["daemons-before"] == "0", out
     assert f["write-vol0"] == "0" and f["write-vol1"] == "0", out  # both containers answered

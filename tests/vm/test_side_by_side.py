@@ -14,6 +14,8 @@ import pytest
 
 from testbed import vm
 
+from .guest import fields
+
 pytestmark = pytest.mark.vm
 
 RunVm = Callable[..., vm.Result]
@@ -35,14 +37,10 @@ echo "state-after=$(cat /sys/block/$md/md/array_state)"
 """
 
 
-def _fields(out: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("mdadm"))
-
-
 def test_stock_mdmon_serves_the_volume(run_vm: RunVm) -> None:
     """The reference: with stock mdmon the new volume is writable (mdmon marks it active)."""
     r = run_vm(CREATE_AND_WRITE, disks=2, disk_size_mib=32, timeout=180, mdmon="mdmon")
-    f = _fields(r.stdout)
+    f = fields(r.stdout)
     assert f["shim-log"] == ""
     assert f["mdmon-pids"].strip(), r.stdout
     assert f["write-rc"] == "0" and f["state-after"] in ("active", "clean"), r.stdout
@@ -51,7 +49,7 @@ def test_stock_mdmon_serves_the_volume(run_vm: RunVm) -> None:
 def test_switch_makes_mdadm_start_mdmond(run_vm: RunVm) -> None:
     """With the switch, mdadm execs our entry point (it is logged) and no stock mdmon runs."""
     r = run_vm(CREATE_AND_WRITE, disks=2, disk_size_mib=32, timeout=180, mdmon="mdmond")
-    f = _fields(r.stdout)
+    f = fields(r.stdout)
     calls = [c for c in f["shim-log"].split(";") if c]
     assert calls, f"mdadm did not start the mdmond entry point:\n{r.stdout}\n{r.stderr}"
     assert all(c.endswith("-> mdmond") for c in calls), calls
@@ -75,6 +73,6 @@ def test_mdmond_serves_the_volume_like_mdmon(run_vm: RunVm) -> None:
     r = run_vm(
         CREATE_AND_WRITE + "\ncat /run/mdmond-events.jsonl\n", disks=2, disk_size_mib=32, timeout=180, mdmon="mdmond"
     )
-    f = _fields(r.stdout)
+    f = fields(r.stdout)
     assert f["create-rc"] == "0", r.stdout
     assert f["write-rc"] == "0" and f["state-after"] in ("active", "clean"), r.stdout

@@ -15,6 +15,8 @@ import pytest
 
 from testbed import vm
 
+from .guest import fields
+
 pytestmark = pytest.mark.vm
 
 RunVm = Callable[..., vm.Result]
@@ -57,14 +59,10 @@ grep -E '"(took-over|serving|terminating|exiting)"' /run/takeover-events.jsonl
 """
 
 
-def _fields(out: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith(("mdadm", "{")))
-
-
 @pytest.mark.parametrize("first", ["mdmon", "mdmond"])
 def test_takeover_while_writes_run_then_sigterm_leaves_it_clean(run_vm: RunVm, first: str) -> None:
     r = run_vm(TAKEOVER, disks=2, disk_size_mib=32, timeout=240, mdmon=first)
-    f = _fields(r.stdout)
+    f = fields(r.stdout)
     out = f"{r.stdout}\n{r.stderr}"
     assert f["takeover-rc"] == "0", out
     assert "writes-done" in r.stdout and "write-failed" not in r.stdout, out
