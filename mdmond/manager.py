@@ -364,6 +364,15 @@ class Manager:
 
     async def _add_members(self, md: ManagedArray, array: str, vol: Volume, chosen: list[tuple[int, str, str]]) -> bool:
         """Bind and place every chosen spare (frozen), record them all, then let md recover."""
+        self.monitor.held.add(array)  # our freeze, not mdadm's: the monitor must not undo it
+        try:
+            return await self._add_members_frozen(md, array, vol, chosen)
+        finally:
+            self.monitor.held.discard(array)
+
+    async def _add_members_frozen(
+        self, md: ManagedArray, array: str, vol: Volume, chosen: list[tuple[int, str, str]]
+    ) -> bool:
         offset = next((m.offset_sectors for m in vol.members if m.state is MemberState.IN_SYNC), 0)
         try:
             md.write("sync_action", "frozen")

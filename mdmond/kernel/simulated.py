@@ -251,6 +251,13 @@ class SimArray:
         elif attr.startswith("dev-"):
             dev, _, what = attr[4:].partition("/")
             self._write_dev(self._dev(dev), what, value.strip())
+        elif attr == "metadata_version":
+            # md lets user space rewrite an external array's string while it runs (mdadm's
+            # "external:-" flag, mdmon.md section 2.8) and refuses anything else (metadata_store).
+            text = value.strip()
+            if not (self.metadata_version.startswith("external:") and text.startswith("external:")):
+                raise OSError(errno.EBUSY, f"{self.name}: metadata_version {text!r}")
+            self.metadata_version = text
         elif attr == "new_dev":
             if self.resolve_dev is None:
                 raise OSError(errno.ENODEV, f"{self.name}: no device {value.strip()}")

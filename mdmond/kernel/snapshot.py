@@ -76,7 +76,9 @@ def read_snapshot(md: MdArray, previous: ArraySnapshot | None = None) -> ArraySn
     if resync is None:
         resync = previous.resync_start if previous else MAX_SECTOR
     blocked = False
-    if state is ArrayState.READONLY:
+    if state is ArrayState.READONLY or action is SyncAction.FROZEN:
+        # Read only where it matters, off the write-pending path: a readonly array mdadm
+        # keeps for itself, and a frozen one (mdadm's freeze for --grow sets both).
         version = _read(md, "metadata_version", str.strip, "")
         blocked = version[_BLOCKED_IDX : _BLOCKED_IDX + 1] == "-"
     devs = []

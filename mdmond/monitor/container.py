@@ -8,7 +8,8 @@ Each pass, in the order that keeps external metadata crash-safe
 1. apply the queued updates (refused ones alone), as one commit;
 2. read every array (``snapshot``) and decide (``rules.plan``);
 3. commit every array's changes to every disk, as one write;
-4. only then answer the kernel: ``array_state``, then ``-blocked``;
+4. only then answer the kernel: ``array_state``, then ``-blocked``; refuse
+   mdadm's freeze for a reshape mdmond cannot carry (``rules``);
 5. propagate a member failure to the container's other arrays;
 6. hand blocking work (removing a failed member, finding a spare) to the
    manager as requests.
@@ -86,6 +87,8 @@ class ContainerMonitor:
         self.on_request = on_request or (lambda r: None)
         self.arrays: dict[str, Watched] = {}
         self.release_when_clean = False  # SIGTERM: let go of each array once it is clean
+        #: Arrays the manager holds frozen itself (spare activation): that freeze is not mdadm's.
+        self.held: set[str] = set()
         self.passes = 0  # passes begun
         self.finished = 0  # passes completed
         self._woken = trio.Event()
@@ -251,7 +254,26 @@ class ContainerMonitor:
             except OSError as e:
                 self._failed("attr-write-failed", array=md.name, attr=f"dev-{dev}/state", error=str(e))
                 ok = False
+        if p.refuse_reshape and md.name not in self.held:
+            ok = self._refuse_reshape(w) and ok
         return ok
+
+    def _refuse_reshape(self, w: Watched) -> bool:
+        """Undo mdadm's freeze, so that its ``--grow`` stops before md reshapes (``rules``)."""
+        try:
+            w.md.write("sync_action", "idle")
+        except OSError as e:
+            self._failed("attr-write-failed", array=w.md.name, attr="sync_action", error=str(e))
+            return False
+        self.events.emit(
+            "update-refused",
+            array=w.md.name,
+            volume=w.volume,
+            operation="reshape",
+            error="mdadm froze the array for --grow; mdmond does not carry reshapes yet, so the freeze was "
+            "undone and mdadm stops with 'failed to freeze' before md changes the geometry",
+        )
+        return True
 
     def _record(self, w: Watched, p: Plan) -> None:
         for dev in p.remove:

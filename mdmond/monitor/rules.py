@@ -2,7 +2,7 @@
 
 ``decide`` is pure: given what the kernel shows and what the metadata says,
 it returns what must be recorded and what must be written back, and nothing
-else.  The loop that carries it out (``array.py``) keeps the ordering that
+else.  The loop that carries it out (``container.py``) keeps the ordering that
 makes external metadata crash-safe: metadata is on disk *before* the state
 write that lets the kernel proceed, and ``clean`` is written to md *before*
 the metadata is marked clean.
@@ -20,6 +20,16 @@ the metadata is marked clean.
 |                                  |                           | active           |
 | readonly, blocked by mdadm       |                           |                  |
 | read-auto                        |                           |                  |
+
+Beside the state, one row for mdadm's ``--grow`` (mdmon.md §3.9): mdadm
+freezes every member array (``sync_action`` = ``frozen``, then the
+``external:-`` flag) and pings; it goes on only if ``sync_action`` still
+reads ``frozen`` after the ping.  That is the one answer mdadm 4.2 checks
+before it reshapes: the acknowledgement of its reshape update is not looked
+at, and it reshapes from its own copy of the metadata.  mdmond does not carry
+reshapes yet, so an array found blocked *and* frozen gets ``idle`` written to
+``sync_action`` (``refuse_reshape``): mdadm reports "failed to freeze" and
+exits 1 before md reshapes anything, and the metadata stays true.
 """
 
 from __future__ import annotations
@@ -99,6 +109,7 @@ class Plan:
     ``changes`` are committed to every disk first; only then is ``write_state``
     written, then ``-blocked`` to each of ``unblock``.  ``remove`` and
     ``check_degraded`` are requests to the manager, which may block.
+    ``refuse_reshape``: mdadm is freezing the array for ``--grow``; refuse it.
     """
 
     changes: tuple[Change, ...] = ()
@@ -107,6 +118,7 @@ class Plan:
     remove: tuple[str, ...] = ()
     stop: bool = False
     check_degraded: bool = False
+    refuse_reshape: bool = False
     progress: Progress = Progress()
     wake_at: float = math.inf  # a deferred checkpoint falls due then
 
@@ -177,6 +189,7 @@ def plan(
         tuple(unblock),
         tuple(remove),
         check_degraded=check_degraded or done,
+        refuse_reshape=now.blocked and now.sync_action is SyncAction.FROZEN,
         progress=progress,
         wake_at=wake_at,
     )

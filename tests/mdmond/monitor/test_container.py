@@ -108,6 +108,30 @@ async def test_readonly_array_blocked_by_mdadm_is_left_alone(autojump_clock: Moc
     assert rig.md.array_state is S.READONLY
 
 
+async def test_mdadm_freeze_for_grow_is_undone_at_its_ping_and_reported(autojump_clock: MockClock) -> None:
+    """mdadm 4.2's block_monitor: freeze, set external:-, ping, then it needs sync_action to read frozen."""
+    rig = make_rig("imsm-raid5")
+    await rig.monitor.pass_once()
+    before = rig.store.commits
+    rig.md.write("sync_action", "frozen")
+    rig.md.write("metadata_version", "external:-md127/0")
+    await rig.monitor.pass_once()  # what mdadm's ping waits for
+    assert rig.md.read("sync_action").strip() == "idle"  # mdadm: "failed to freeze", exit 1
+    refused = [e.fields for e in rig.monitor.events.records if e.kind == "update-refused"]
+    assert len(refused) == 1 and refused[0]["operation"] == "reshape" and refused[0]["array"] == rig.md.name
+    assert rig.store.commits == before  # nothing recorded for it
+
+
+async def test_a_freeze_the_manager_holds_is_not_undone(autojump_clock: MockClock) -> None:
+    rig = make_rig("imsm-raid5")
+    rig.monitor.held.add(rig.md.name)
+    rig.md.write("sync_action", "frozen")
+    rig.md.write("metadata_version", "external:-md127/0")
+    await rig.monitor.pass_once()
+    assert rig.md.read("sync_action").strip() == "frozen"
+    assert "update-refused" not in rig.monitor.events.kinds()
+
+
 async def test_readonly_array_owing_a_resync_goes_active_and_dirty(autojump_clock: MockClock) -> None:
     rig = make_rig("imsm-raid1-resync-killed", state=S.READONLY, resync_start=37376)
     await rig.monitor.pass_once()

@@ -165,3 +165,11 @@ def test_clean_is_withheld_while_a_resync_is_owed_and_the_format_cannot_record_i
 def test_stop_records_clean_and_does_nothing_else() -> None:
     p = run(ArraySnapshot(S.INACTIVE), snap(S.ACTIVE, dev("sdb", "faulty,blocked", 1)))
     assert p.stop and p.changes == (SetDirty(0, False),) and p.write_state is S.CLEAR and p.unblock == ()
+
+
+def test_mdadm_freeze_for_grow_is_refused_and_nothing_else_is() -> None:
+    """mdadm's --grow freezes (sync_action frozen) and blocks (external:-): mdmond cannot carry it."""
+    assert run(snap(S.CLEAN, sync_action=SyncAction.FROZEN, blocked=True)).refuse_reshape
+    assert run(snap(S.ACTIVE, sync_action=SyncAction.FROZEN, blocked=True)).refuse_reshape
+    assert not run(snap(S.CLEAN, sync_action=SyncAction.FROZEN)).refuse_reshape  # a freeze of our own, or --add's
+    assert not run(snap(S.READONLY, blocked=True)).refuse_reshape  # mdadm keeps a readonly array: leave it
