@@ -431,18 +431,23 @@ class SimArray:
             self.frozen = action is SyncAction.FROZEN
             if self.sync_action is not SyncAction.IDLE:
                 self._interrupt_sync()
-            self._kick_kernel()
-            return
-        if action in (SyncAction.CHECK, SyncAction.REPAIR):
+        elif action in (SyncAction.CHECK, SyncAction.REPAIR):
             if self.sync_action is not SyncAction.IDLE:
                 raise OSError(errno.EBUSY, f"{self.name}: {self.sync_action.value} is running")
-            self._start_sync(action, 0)
-            return
-        if action in (SyncAction.RESYNC, SyncAction.RECOVER):
+        elif action in (SyncAction.RESYNC, SyncAction.RECOVER):
             self.frozen = False
+        else:
+            raise OSError(errno.EINVAL, f"{self.name}: sync_action {value.strip()!r}")
+        if self._state is ArrayState.READ_AUTO:
+            # md.c action_store: "a write to sync_action is enough to justify canceling
+            # read-auto mode"; the array is then read-write and, external metadata being
+            # clean until a write, reads clean.  This is how a spare's recovery starts on an
+            # array assembled degraded (mdadm -I --run leaves it read-auto).
+            self._set(ArrayState.CLEAN)
+        if action in (SyncAction.CHECK, SyncAction.REPAIR):
+            self._start_sync(action, 0)
+        else:
             self._kick_kernel()
-            return
-        raise OSError(errno.EINVAL, f"{self.name}: sync_action {value.strip()!r}")
 
     def _write_dev(self, d: SimDevice, what: str, value: str) -> None:
         if what == "state":

@@ -21,6 +21,11 @@ the metadata is marked clean.
 | readonly, blocked by mdadm       |                           |                  |
 | read-auto                        |                           |                  |
 
+Beside the state, members: a faulty device is recorded failed, then
+unblocked, then removed; a member the metadata holds in sync whose slot md
+never filled (missing at assembly) is recorded failed in the same commit as
+the pass's other changes; either way the manager is asked for a spare.
+
 Beside the state, one row for mdadm's ``--grow`` (mdmon.md §3.9): mdadm
 freezes every member array (``sync_action`` = ``frozen``, then the
 ``external:-`` flag) and pings; it goes on only if ``sync_action`` still
@@ -178,6 +183,10 @@ def plan(
             dirty, write_state = True, ArrayState.ACTIVE  # writable, so the member can be removed
         if now.array_state.rank > ArrayState.READONLY.rank:
             remove.append(dev.name)
+    for m in absent_members(now, vol):
+        assert m.disk_ref is not None
+        changes.append(FailDisk(m.disk_ref))
+        check_degraded = True
     if dirty is not None and dirty != vol.dirty:
         changes.insert(0, SetDirty(vol.index, dirty))
 
@@ -255,6 +264,25 @@ def _progress(
         else:
             wake_at = due
     return changes, progress, wake_at, False
+
+
+def absent_members(now: ArraySnapshot, vol: Volume) -> list[Member]:
+    """Members the metadata holds in sync whose slot md has no device in (mdmon's handle_missing).
+
+    The disk was missing when the array was assembled, or md lost it while no
+    monitor ran: either way md will never write to it again, so the metadata
+    must stop calling it in sync before the array is let go writable, and a
+    spare can take the slot.  Only of a started array, whose slots are md's
+    final word (a device keeps its slot while faulty, until it is removed).
+    A member recorded rebuilding is the resume path's (``Manager``), not this.
+    """
+    if not now.array_state.running or vol.level == 0:
+        return []
+    return [
+        m
+        for m in vol.members
+        if m.state is MemberState.IN_SYNC and m.disk_ref is not None and now.at_slot(m.slot) is None
+    ]
 
 
 def _recovery_position(now: ArraySnapshot, vol: Volume) -> int | None:

@@ -72,8 +72,11 @@ def dev(name: str, flags: str, slot: int | None, rs: int = MAX_SECTOR) -> DevSna
     return DevSnapshot(name, parse_dev_state(flags), slot, rs)
 
 
-def snap(state: S = S.ACTIVE, *devs: DevSnapshot, **kw: object) -> ArraySnapshot:
-    return ArraySnapshot(state, devs=devs or (dev("sda", "in_sync", 0), dev("sdb", "in_sync", 1)), **kw)  # type: ignore[arg-type]
+def snap(state: S = S.ACTIVE, *devs: DevSnapshot, empty: tuple[int, ...] = (), **kw: object) -> ArraySnapshot:
+    """The array with ``devs``; every other slot of VOL holds an in-sync device unless listed ``empty``."""
+    taken = {d.slot for d in devs} | set(empty)
+    whole = [dev(f"sd{'abc'[i]}", "in_sync", i) for i in range(VOL.raid_disks) if i not in taken]
+    return ArraySnapshot(state, devs=(*devs, *whole), **kw)  # type: ignore[arg-type]
 
 
 def run(now: ArraySnapshot, before: ArraySnapshot | None = None, vol: Volume = VOL, **kw: object) -> Plan:
@@ -173,3 +176,17 @@ def test_mdadm_freeze_for_grow_is_refused_and_nothing_else_is() -> None:
     assert run(snap(S.ACTIVE, sync_action=SyncAction.FROZEN, blocked=True)).refuse_reshape
     assert not run(snap(S.CLEAN, sync_action=SyncAction.FROZEN)).refuse_reshape  # a freeze of our own, or --add's
     assert not run(snap(S.READONLY, blocked=True)).refuse_reshape  # mdadm keeps a readonly array: leave it
+
+
+def test_member_missing_from_a_started_array_is_recorded_failed_and_a_spare_asked_for() -> None:
+    """Assembled without sdb (mdadm -I --run): slot 1 has no device, the metadata says in sync."""
+    p = run(snap(S.READ_AUTO, empty=(1,)), before=ArraySnapshot(S.INACTIVE))
+    assert p.changes == (FailDisk("D1"),) and p.check_degraded
+    # a faulty device still holds its slot: the failure path records it, once
+    p = run(snap(S.ACTIVE, dev("sdb", "faulty", 1)))
+    assert p.changes == (FailDisk("D1"),)
+    # nothing for an array not started yet, a member already failed, or a RAID0
+    assert run(ArraySnapshot(S.INACTIVE), before=ArraySnapshot(S.INACTIVE)).changes == ()
+    failed = replace(VOL, members=(VOL.members[0], replace(VOL.members[1], state=MemberState.FAILED), VOL.members[2]))
+    assert run(snap(S.ACTIVE, empty=(1,)), vol=failed).changes == ()
+    assert run(snap(S.ACTIVE, empty=(1,)), vol=replace(VOL, level=0)).changes == ()
