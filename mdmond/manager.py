@@ -47,6 +47,7 @@ from formats.blockio import Disk, FileDisk
 from formats.changes import ActivateSpare, AddSpare, RemoveDisk
 from formats.errors import ChangeRejected, DiskIOError, MetadataError
 from formats.model import Container, DiskState, MemberState, MigrationType, Volume
+from formats.model import Disk as NamedDisk  # a disk the metadata names (blockio.Disk is one to read and write)
 
 from .events import EventLog
 from .kernel.interface import Kernel, ManagedArray
@@ -348,17 +349,40 @@ class Manager:
         return await self._add_members(md, r.array, vol, chosen)
 
     def _choose_spare(self, model: Container, vol: Volume, *, taken: set[str]) -> tuple[str, str] | None:
-        """The smallest spare that fits (mdmon takes the first that fits; smallest wastes least)."""
-        offset = next((m.offset_sectors for m in vol.members if m.state is MemberState.IN_SYNC), 0)
-        need = offset + vol.component_sectors
-        fits = [
-            d
-            for d in model.disks
-            if d.state is DiskState.SPARE and d.size_sectors >= need and d.path is not None and d.ref not in taken
-        ]
+        """The disk to rebuild a slot of ``vol`` onto, or None (mdmon's imsm_add_spare).
+
+        A spare, or a working member of *other* volumes (Intel matrix RAID: the
+        one disk that replaced a failed member of volume 0 replaces it in
+        volume 1 too, each volume in its own extent).  As in mdmon, the disk
+        must have room at the offset of every volume it is not yet in, so that
+        it can go on serving each of them, and members of other volumes come
+        before pure spares; then the smallest (it wastes least).  The format
+        checks the extent again when the assignment is applied.
+        """
+        mine = {m.disk_ref for m in vol.members}
+
+        def extent(v: Volume) -> tuple[int, int]:
+            start = next((m.offset_sectors for m in v.members if m.state is MemberState.IN_SYNC), 0)
+            return start, start + v.component_sectors
+
+        def room(d: NamedDisk) -> bool:
+            if d.path is None or d.ref in taken or d.ref in mine or d.size_sectors < extent(vol)[1]:
+                return False
+            if d.state not in (DiskState.SPARE, DiskState.ACTIVE):
+                return False
+            used = [
+                (m.offset_sectors, m.offset_sectors + v.component_sectors)
+                for v in model.volumes
+                for m in v.members
+                if m.disk_ref == d.ref
+            ]
+            wanted = [extent(v) for v in model.volumes if all(m.disk_ref != d.ref for m in v.members)]
+            return all(e <= s or w_end <= u for s, w_end in wanted for u, e in used)
+
+        fits = [d for d in model.disks if room(d)]
         if not fits:
             return None
-        d = min(fits, key=lambda d: (d.size_sectors, d.ref))
+        d = min(fits, key=lambda d: (d.state is DiskState.SPARE, d.size_sectors, d.ref))
         assert d.path is not None
         return d.ref, d.path.removeprefix("/dev/")
 

@@ -267,8 +267,10 @@ def _activate_spare(c: IMSMContainer, ch: ActivateSpare, env: Environment) -> No
         raise ChangeRejected(f"imsm: slot {ch.slot} of {dev.name} has not failed")
     spare_pos = next((k for k, s in enumerate(c.spares) if s.rec.serial_text == ch.disk_ref), -1)
     table_pos = _disk_index(mpb, ch.disk_ref)
-    if spare_pos < 0 and (table_pos < 0 or not mpb.disks[table_pos].is_spare):
-        raise ChangeRejected(f"imsm: {ch.disk_ref!r} is not a spare of this container")
+    if spare_pos < 0 and table_pos < 0:
+        raise ChangeRejected(f"imsm: {ch.disk_ref!r} is not a disk of this container")
+    if spare_pos < 0 and not mpb.disks[table_pos].is_spare:
+        _check_free_extent(mpb, dev, table_pos, ch.disk_ref)
     needed = m0.blocks_per_member(mpb.hi_valid) + m0.pba_of_lba0(mpb.hi_valid) + S.MPB_SECTOR_CNT
     rec = c.spares[spare_pos].rec if spare_pos >= 0 else mpb.disks[table_pos]
     if rec.total_blocks(True) < needed:
@@ -300,6 +302,33 @@ def _activate_spare(c: IMSMContainer, ch: ActivateSpare, env: Environment) -> No
     mpb.family_num = (mpb.family_num + env.random32()) & 0xFFFFFFFF
     if not any(d.map0.slot_of(victim) >= 0 for d in mpb.devs):
         delete_disk(c, victim)
+
+
+def _check_free_extent(mpb: MpbRec, dev: DevRec, idx: int, ref: str) -> None:
+    """A member of other volumes may take a slot where it is free (mdmon's imsm_add_spare).
+
+    Intel matrix RAID: one disk carries an extent of each volume, and a volume's
+    members all start at its map's ``pba_of_lba0``; so a disk that lost no data
+    can replace a failed member of another volume if nothing of it is used at
+    that volume's offset.  A failed disk, or one already in this volume, cannot.
+    """
+    disk = mpb.disks[idx]
+    if disk.is_failed:
+        raise ChangeRejected(f"imsm: {ref!r} has failed")
+    if dev.map0.slot_of(idx) >= 0:
+        raise ChangeRejected(f"imsm: {ref!r} is already a member of {dev.name}")
+    hi = mpb.hi_valid
+    start = dev.map0.pba_of_lba0(hi)
+    end = start + dev.map0.blocks_per_member(hi)
+    for other in mpb.devs:
+        if other is dev or other.map0.slot_of(idx) < 0:
+            continue
+        o_start = other.map0.pba_of_lba0(hi)
+        o_end = o_start + other.map0.blocks_per_member(hi)
+        if o_start < end and start < o_end:
+            raise ChangeRejected(
+                f"imsm: {ref!r} holds {other.name} at sectors {o_start}-{o_end}, where {dev.name} needs {start}-{end}"
+            )
 
 
 def delete_disk(c: IMSMContainer, index: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -41,21 +42,39 @@ class ContainerKernel(SimKernel):
 class World:
     """A container as mdadm would have assembled it: the kernel, the disks, the daemon."""
 
-    def __init__(self, scenario: str, *, assembled: list[str] | None = None, state: S = S.READONLY) -> None:
+    def __init__(
+        self, scenario: str, *, assembled: list[str] | None = None, state: S = S.READONLY, missing: str | None = None
+    ) -> None:
+        """``assembled``: the members md was given (default: all present); ``missing``: a disk not in the container."""
         self.h = formats.handler(scenario.split("-")[0])
         self.disks = [overlay(scenario, n) for n in range(disk_count(scenario))]
-        self.store = MetadataStore(self.h.assemble([self.h.load(d) for d in self.disks]), runner=inline)
+        present = [d for d in self.disks if d.name != f"/dev/{missing}"]
+        self.store = MetadataStore(self.h.assemble([self.h.load(d) for d in present]), runner=inline)
         model = self.store.model()
-        vol = model.volume(0)
         self.kernel = ContainerKernel()
-        self.kernel.add_container("md127", model.format, [d.name.removeprefix("/dev/") for d in self.disks])
-        by_slot = {m.slot: model.disk(m.disk_ref).path.removeprefix("/dev/") for m in vol.members if m.disk_ref}  # type: ignore[union-attr]
-        slots = [s for s in range(vol.raid_disks) if s in by_slot and (assembled is None or by_slot[s] in assembled)]
-        self.md = SimArray("md126", state=state, level=vol.level, devices=(), component_sectors=vol.component_sectors)
-        for s in slots:
-            self.md.devs[by_slot[s]] = SimDevice(by_slot[s], s, {"in_sync"})
-        self.md.raid_disks = vol.raid_disks
-        self.kernel.add_array(self.md)
+        self.kernel.add_container("md127", model.format, [d.name.removeprefix("/dev/") for d in present])
+        #: One md array per volume, as mdadm -I starts them: volume 0 is md126, volume 1 md125, ...
+        self.mds: list[SimArray] = []
+        for vol in model.volumes:
+            paths = {m.slot: model.disk(m.disk_ref).path for m in vol.members if m.disk_ref}
+            by_slot = {slot: p.removeprefix("/dev/") for slot, p in paths.items() if p is not None}
+            slots = [
+                s for s in range(vol.raid_disks) if s in by_slot and (assembled is None or by_slot[s] in assembled)
+            ]
+            md = SimArray(
+                f"md{126 - vol.index}",
+                state=state,
+                level=vol.level,
+                devices=(),
+                component_sectors=vol.component_sectors,
+                metadata_version=f"external:/md127/{vol.index}",
+            )
+            for s in slots:
+                md.devs[by_slot[s]] = SimDevice(by_slot[s], s, {"in_sync"})
+            md.raid_disks = vol.raid_disks
+            self.kernel.add_array(md)
+            self.mds.append(md)
+        self.md = self.mds[0]
         self.monitor = ContainerMonitor(self.store)
         self.new_disks: dict[str, Disk] = {}  # what the manager finds at /dev/<name> when a disk joins
         self.manager = Manager("md127", self.kernel, self.monitor, open_disk=self.new_disks.__getitem__)
@@ -65,7 +84,8 @@ class World:
 
     async def run(self, body: Callable[[], Awaitable[None]]) -> None:
         async with trio.open_nursery() as n:
-            n.start_soon(self.md.run)
+            for md in self.mds:
+                n.start_soon(md.run)
             await n.start(self.monitor.run)
             await n.start(self.manager.run)
             await body()
@@ -120,6 +140,71 @@ async def test_no_spare_is_reported_and_nothing_is_touched(autojump_clock: MockC
 
     await w.run(body)
     assert w.model().volume(0).state is VolumeState.DEGRADED
+
+
+@pytest.mark.parametrize("scenario", ["imsm-raid5-spare", "ddf-raid5-spare"])
+async def test_member_missing_at_assembly_is_recorded_failed_and_rebuilt_onto_the_spare(
+    scenario: str, autojump_clock: MockClock
+) -> None:
+    """mdadm --assemble without sdb, then mdadm -I --run: md starts the volume degraded, read-auto."""
+    w = World(scenario, state=S.READ_AUTO, missing="sdb")
+    before = w.store.model().volume(0)
+    lost = before.member(1).disk_ref
+    assert before.member(1).state is MemberState.IN_SYNC and "sdb" not in w.md.devs
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        await until(lambda: w.md.sync_action is SyncAction.RECOVER)
+        # the spare's assignment and the lost member's failure are on disk before md recovers
+        assert w.model().volume(0).member(1).disk_ref != lost
+        await until(lambda: w.md.sync_action is SyncAction.IDLE and w.md.degraded == 0)
+        await trio.sleep(1)
+
+    await w.run(body)
+    vol = w.model().volume(0)
+    assert vol.state is VolumeState.NORMAL and all(m.state is MemberState.IN_SYNC for m in vol.members)
+    assert lost not in {m.disk_ref for m in vol.members}
+    assert w.monitor.events.kinds().count("spare-activated") == 1
+
+
+async def test_disk_lost_by_two_volumes_is_replaced_in_each_from_the_other_volumes_free_space(
+    autojump_clock: MockClock,
+) -> None:
+    """Intel matrix RAID without a spare: vol0 (RAID5: sda sdd sdb, offset 0) and vol1 (RAID1: sdc sdd,
+    offset 40960) share sdd.  When it fails, mdmon rebuilds vol0 onto sdc's free space before 40960 and
+    vol1 onto free space of vol0's disks after it; so does mdmond."""
+    w = World("imsm-raid5-raid1", state=S.ACTIVE)
+    assert [m.name for m in w.mds] == ["md126", "md125"] and all("sdd" in m.devs for m in w.mds)
+
+    async def body() -> None:
+        await until(lambda: len(w.monitor.arrays) == 2)
+        await w.md.submit_write()
+        w.md.fail_device("sdd")  # the monitor propagates it to vol1
+        await until(
+            lambda: (
+                all(md.degraded == 0 and md.sync_action is SyncAction.IDLE for md in w.mds)
+                and all(len(md.devs) == md.raid_disks for md in w.mds)
+            )
+        )
+        await trio.sleep(1)
+
+    await w.run(body)
+    model = w.model()
+    vol0, vol1 = model.volume(0), model.volume(1)
+    assert vol0.state is VolumeState.NORMAL and vol1.state is VolumeState.NORMAL
+    assert "MDVM00000003" not in {m.disk_ref for v in (vol0, vol1) for m in v.members}  # sdd, failed
+    assert vol0.member(1).disk_ref == "MDVM00000002"  # sdc, the disk vol0 did not use
+    assert vol1.member(1).disk_ref in ("MDVM00000000", "MDVM00000001")  # sda or sdb
+    # every disk's extents stay apart
+    for d in model.disks:
+        used = sorted(
+            (m.offset_sectors, m.offset_sectors + v.component_sectors)
+            for v in model.volumes
+            for m in v.members
+            if m.disk_ref == d.ref
+        )
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(used)), (d.ref, used)
+    assert w.monitor.events.kinds().count("spare-activated") == 2
 
 
 async def test_frozen_array_gets_no_spare_until_thawed(autojump_clock: MockClock) -> None:
