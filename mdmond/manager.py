@@ -338,26 +338,39 @@ class Manager:
         occupied = {d.slot for d in snap.devs if d.slot is not None and not d.state.faulty}
         empty = [m.slot for m in vol.members if m.state in (MemberState.FAILED, MemberState.MISSING)]
         chosen: list[tuple[int, str, str]] = []
+        planned: Volume | None = None  # the volume as the metadata will record the chosen spares
+        refused: dict[str, str] = {}
         for slot in (s for s in empty if s not in occupied):
-            spare = self._choose_spare(model, vol, taken={ref for _, ref, _ in chosen})
+            spare = None
+            for ref, dev in self._candidates(model, vol, taken={ref for _, ref, _ in chosen}):
+                # The format has the last word (extents, sizes, what it can record): the first
+                # candidate it accepts, together with those already chosen, is taken.
+                trial = [ActivateSpare(vol.index, s, c) for s, c, _ in chosen] + [ActivateSpare(vol.index, slot, ref)]
+                try:
+                    planned = self.store.check(trial).model().volume(vol.index)
+                except (ChangeRejected, MetadataError) as e:
+                    refused[ref] = str(e)
+                    continue
+                spare = (ref, dev)
+                break
             if spare is None:
-                self.events.emit("no-spare", array=r.array, volume=r.volume, slot=slot)
+                self.events.emit("no-spare", array=r.array, volume=r.volume, slot=slot, refused=refused)
                 break
             chosen.append((slot, *spare))
-        if not chosen:
+        if not chosen or planned is None:
             return True
-        return await self._add_members(md, r.array, vol, chosen)
+        return await self._add_members(md, r.array, vol, chosen, planned)
 
-    def _choose_spare(self, model: Container, vol: Volume, *, taken: set[str]) -> tuple[str, str] | None:
-        """The disk to rebuild a slot of ``vol`` onto, or None (mdmon's imsm_add_spare).
+    def _candidates(self, model: Container, vol: Volume, *, taken: set[str]) -> list[tuple[str, str]]:
+        """Disks a slot of ``vol`` could be rebuilt onto, best first (mdmon's imsm_add_spare order).
 
         A spare, or a working member of *other* volumes (Intel matrix RAID: the
         one disk that replaced a failed member of volume 0 replaces it in
         volume 1 too, each volume in its own extent).  As in mdmon, the disk
         must have room at the offset of every volume it is not yet in, so that
         it can go on serving each of them, and members of other volumes come
-        before pure spares; then the smallest (it wastes least).  The format
-        checks the extent again when the assignment is applied.
+        before pure spares; then the smallest (it wastes least).  Whether the
+        format can record the assignment is its own decision (``store.check``).
         """
         mine = {m.disk_ref for m in vol.members}
 
@@ -379,25 +392,29 @@ class Manager:
             wanted = [extent(v) for v in model.volumes if all(m.disk_ref != d.ref for m in v.members)]
             return all(e <= s or w_end <= u for s, w_end in wanted for u, e in used)
 
-        fits = [d for d in model.disks if room(d)]
-        if not fits:
-            return None
-        d = min(fits, key=lambda d: (d.state is DiskState.SPARE, d.size_sectors, d.ref))
-        assert d.path is not None
-        return d.ref, d.path.removeprefix("/dev/")
+        fits = sorted(
+            (d for d in model.disks if room(d)), key=lambda d: (d.state is DiskState.SPARE, d.size_sectors, d.ref)
+        )
+        return [(d.ref, (d.path or "").removeprefix("/dev/")) for d in fits]
 
-    async def _add_members(self, md: ManagedArray, array: str, vol: Volume, chosen: list[tuple[int, str, str]]) -> bool:
+    async def _add_members(
+        self, md: ManagedArray, array: str, vol: Volume, chosen: list[tuple[int, str, str]], planned: Volume
+    ) -> bool:
         """Bind and place every chosen spare (frozen), record them all, then let md recover."""
         self.monitor.held.add(array)  # our freeze, not mdadm's: the monitor must not undo it
         try:
-            return await self._add_members_frozen(md, array, vol, chosen)
+            return await self._add_members_frozen(md, array, vol, chosen, planned)
         finally:
             self.monitor.held.discard(array)
 
     async def _add_members_frozen(
-        self, md: ManagedArray, array: str, vol: Volume, chosen: list[tuple[int, str, str]]
+        self, md: ManagedArray, array: str, vol: Volume, chosen: list[tuple[int, str, str]], planned: Volume
     ) -> bool:
-        offset = next((m.offset_sectors for m in vol.members if m.state is MemberState.IN_SYNC), 0)
+        changes = [ActivateSpare(vol.index, slot, ref) for slot, ref, _ in chosen]
+        # md is told where the data goes from what the metadata *will* say: the format places
+        # the extent (DDF finds free space on the disk, IMSM uses the volume's offset), and a
+        # guess that differed would have md rebuild where the next assembly does not read.
+        offsets = {m.slot: m.offset_sectors for m in planned.members}
         try:
             md.write("sync_action", "frozen")
         except OSError as e:
@@ -408,7 +425,7 @@ class Manager:
             for slot, _ref, dev in chosen:
                 md.write_once("new_dev", self.kernel.device_number(dev))
                 bound.append(dev)
-                self._place(md, dev, offset=offset, size_kib=vol.component_sectors // 2, slot=slot, start=0)
+                self._place(md, dev, offset=offsets[slot], size_kib=vol.component_sectors // 2, slot=slot, start=0)
                 md.add_device(f"dev-{dev}")
         except OSError as e:
             self.events.emit("spare-add-failed", array=array, device=dev, error=str(e))
@@ -417,7 +434,7 @@ class Manager:
             self._unfreeze(md)
             return False
         try:
-            await self.monitor.queue.submit([ActivateSpare(vol.index, slot, ref) for slot, ref, _ in chosen])
+            await self.monitor.queue.submit(changes)
         except (ChangeRejected, MetadataError, CommitFailed, OSError) as e:
             # Not recorded: md must not rebuild onto them.  Take them back out.
             self.events.emit("spare-refused", array=array, device=",".join(bound), error=str(e))

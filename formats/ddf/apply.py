@@ -24,7 +24,9 @@ Change by change (formats.md §2.12):
   For a member that is not in the container at all (never assembled),
   mdadm's ``handle_missing``: Online cleared, Failed|Missing set, and its
   slot's refnum set to 0 in the VD config.
-* ``ActivateSpare``: the spare's refnum and extent go into the slot; all Failed
+* ``ActivateSpare``: the spare's refnum and extent go into the slot (only a
+  disk that holds no other VD: see ``_activate``, where this departs from
+  mdmon, which also takes free space on active disks); all Failed
   PDs get Transition; every disk's type is re-derived (``ddf_update_vlist``:
   Active_in_VD, Rebuilding if the VD is degraded); failed PDs no disk uses are
   dropped and the PD table compacted (``ddf_remove_failed``).  Each disk's
@@ -290,6 +292,15 @@ def _activate(b: Batch, ch: ActivateSpare) -> None:
     m = c.member(r)
     if m is None:
         raise ChangeRejected(f"ddf: disk {r:08x} is not present")
+    if _vds_with(c, r):
+        # mdmon takes free space on a disk that already holds another VD, but DDF keeps
+        # "Rebuilding" per physical disk, not per VD: on a disk in sync for its other VD the
+        # rebuild of this one would be recorded in sync from the start, and after a crash the
+        # next assembly would trust the half-rebuilt extent.  Only a disk holding no VD is taken.
+        raise ChangeRejected(
+            f"ddf: disk {r:08x} already holds another volume; DDF cannot record a rebuild of volume "
+            f"{ch.volume} onto it apart from that volume's in-sync member"
+        )
     start = find_space(c, m, int(bvd.blocks))
     if start is None:
         raise ChangeRejected(f"ddf: disk {r:08x} has no {bvd.blocks}-sector extent free")

@@ -207,6 +207,48 @@ async def test_disk_lost_by_two_volumes_is_replaced_in_each_from_the_other_volum
     assert w.monitor.events.kinds().count("spare-activated") == 2
 
 
+async def test_ddf_disk_lost_by_two_volumes_gets_a_disk_of_its_own_each_placed_where_ddf_records_it(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """ddf-two-volumes: vol0 RAID5 on sda sdb sdc at 0, vol1 RAID1 on sdb sda at 24576; sda fails.
+
+    sdc has room for vol1 after vol0's extent, but DDF keeps "Rebuilding" per disk: a rebuild of
+    vol1 onto sdc, in sync for vol0, could not be recorded, so the format refuses it and both wait.
+    Two disks are added; each volume is rebuilt onto one of them, and md is told each new
+    member's offset as DDF records it (find_space: 0 on a fresh disk, where vol1's other
+    member sits at 24576).
+    """
+    w = World("ddf-two-volumes", state=S.ACTIVE)
+    new = [blank(tmp_path, "sde", "MDVM00000009"), blank(tmp_path, "sdf", "MDVM00000010")]
+
+    async def body() -> None:
+        await until(lambda: len(w.monitor.arrays) == 2)
+        await w.md.submit_write()
+        w.md.fail_device("sda")
+        await until(lambda: w.monitor.events.kinds().count("no-spare") == 2)
+        for disk in new:
+            name = disk.name.removeprefix("/dev/")
+            w.new_disks[name] = disk
+            w.kernel.add_container_disk("md127", name)
+            await trio.sleep(5)
+        await until(lambda: all(md.degraded == 0 and md.sync_action is SyncAction.IDLE for md in w.mds))
+        await trio.sleep(1)
+
+    await w.run(body)
+    refusals = [e.fields["refused"] for e in w.monitor.events.records if e.kind == "no-spare"]
+    assert any("already holds another volume" in why for r in refusals for why in r.values()), refusals
+    model = read_back(w.h, [d for d in w.disks if d.name != "/dev/sda"] + new)
+    added = {d.ref for d in model.disks if d.path in ("/dev/sde", "/dev/sdf")}
+    replacements = []
+    for md, vol in zip(w.mds, model.volumes, strict=True):
+        assert vol.state is VolumeState.NORMAL, vol
+        member = next(m for m in vol.members if m.disk_ref in added)
+        replacements.append(member.disk_ref)
+        dev = md.devs[(model.disk(member.disk_ref).path or "").removeprefix("/dev/")]
+        assert "in_sync" in dev.flags and dev.offset == member.offset_sectors == 0, (md.name, member, dev)
+    assert len(set(replacements)) == 2
+
+
 async def test_frozen_array_gets_no_spare_until_thawed(autojump_clock: MockClock) -> None:
     w = World("imsm-raid5-spare", state=S.ACTIVE)
     w.md.metadata_version = "external:-md127/0"
