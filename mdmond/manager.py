@@ -105,6 +105,8 @@ class Manager:
         self._retry_at = float("inf")
         self.scans = 0
         self.adopting = True
+        #: Disks of ours udev saw leave (kernel name -> disk ref), to recognise them if they come back.
+        self.vanished: dict[str, str | None] = {}
         #: The container's disks as last seen in /proc/mdstat (None until the first scan: the baseline).
         self.container_disks: set[str] | None = None
         monitor.on_request = self.request
@@ -128,6 +130,7 @@ class Manager:
         task_status.started()
         async with trio.open_nursery() as n:
             n.start_soon(self._watch_mdstat)
+            n.start_soon(self._watch_disks)
             while True:
                 self._woken = trio.Event()
                 await self.handle()
@@ -139,6 +142,50 @@ class Manager:
             await self.kernel.wait_mdstat()
             await self.scan()
             self._woken.set()
+
+    async def _watch_disks(self) -> None:
+        """Follow disks coming and going (udev), so a vanished member is failed before I/O finds out."""
+        try:
+            async for e in self.kernel.block_events():
+                if e.action == "remove":
+                    self._disk_vanished(e.device)
+                elif e.action == "add":
+                    self._disk_appeared(e.device, e.serial)
+        except OSError as e:
+            # No uevent socket (a container without netlink): md's own I/O errors remain the path.
+            self.events.emit("disk-watch-unavailable", error=str(e))
+
+    def _disk_vanished(self, dev: str) -> None:
+        """A disk of ours left the system: fail it in every array it serves (mdadm's udev rule does
+        ``mdadm -If``; mdmon waits for I/O to fail).  The monitor then records the failure on the
+        remaining disks before md lets writes go on, as for any failure."""
+        holding = [name for name, md in self.arrays.items() if f"dev-{dev}" in md.devices()]
+        ours = holding or (self.container_disks is not None and dev in self.container_disks)
+        if not ours:
+            return
+        ref = self._ref_of(dev)
+        self.vanished[dev] = ref
+        self.events.emit("device-disappeared", device=dev, disk=ref, arrays=holding)
+        for name in holding:
+            try:
+                self.arrays[name].write(f"dev-{dev}/state", "faulty")
+            except OSError as e:
+                self.events.emit("attr-write-failed", array=name, attr=f"dev-{dev}/state", error=str(e))
+
+    def _disk_appeared(self, dev: str, serial: str | None) -> None:
+        """A disk of ours that vanished came back: reported, never trusted again on its own say-so.
+
+        Its own copy of the metadata is older than the others' (which record it
+        failed, or no longer name it once it was replaced); it rejoins only the
+        way any disk does, when mdadm adds it to the container.
+        """
+        gone = next((d for d, ref in self.vanished.items() if d == dev or (serial and serial == ref)), None)
+        if gone is None:
+            return
+        ref = self.vanished.pop(gone)
+        disk = next((d for d in self.store.model().disks if d.ref == ref), None)
+        recorded = disk.state.value if disk is not None else "not in the metadata any more"
+        self.events.emit("device-reappeared", device=dev, disk=ref, recorded=recorded)
 
     def stop_adopting(self) -> None:
         """SIGTERM (mdmon.md §1.7): adopt nothing new; make the arrays go clean quickly."""

@@ -9,7 +9,18 @@ md documentation says they mean; values are the kernel's own text.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BlockEvent:
+    """A whole disk came or went (a udev ``add``/``remove`` of subsystem ``block``, type ``disk``)."""
+
+    action: str  # "add" | "remove"
+    device: str  # kernel name: "sdb"
+    serial: str | None = None  # ID_SERIAL_SHORT or ID_SCSI_SERIAL, where udev knows it
 
 
 class MdArray(Protocol):
@@ -82,4 +93,8 @@ class Kernel(Protocol):
         This can block in the kernel (it takes the array's suspend lock), so it
         is called from a worker thread, never on the monitor's path.
         """
+        ...
+
+    def block_events(self) -> AsyncIterator[BlockEvent]:
+        """Disks appearing and disappearing, as the kernel reports them, from now on."""
         ...

@@ -1,9 +1,16 @@
-"""The real md driver for the manager: ``/proc/mdstat``, arrays in sysfs, member removal.
+"""The real md driver for the manager: ``/proc/mdstat``, arrays in sysfs, member removal, disk events.
 
 ``/proc/mdstat`` is held open and polled for EPOLLPRI, which md raises when
 its event counter moves (an array starts or stops, a device comes or goes, a
 sync starts or ends); it is re-read through the same descriptor, which is
 what re-arms it.
+
+Disks coming and going are read from the kernel's uevent netlink socket
+through pyudev: from udevd's re-broadcast when udevd runs (the events then
+carry udev's properties, the serial among them), from the kernel's own
+otherwise (an initrd or a rescue shell without udevd).  md itself learns that
+a member is gone only when I/O to it fails; this lets the daemon record it at
+once.
 """
 
 from __future__ import annotations
@@ -11,10 +18,16 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+from collections.abc import AsyncIterator
 
+import pyudev
 import trio
 
+from .interface import BlockEvent
 from .sysfs import SysfsArray
+
+#: Present while udevd runs (it is udevd's control socket).
+UDEV_CONTROL = "/run/udev/control"
 
 
 class RealKernel:
@@ -61,6 +74,23 @@ class RealKernel:
     def metadata_version(self, name: str) -> str:
         with open(os.path.join(self.sysfs, name, "md", "metadata_version")) as f:
             return f.read().strip()
+
+    async def block_events(self) -> AsyncIterator[BlockEvent]:
+        """Whole disks added and removed, from udevd when it runs, else from the kernel (``OSError`` if neither)."""
+        source = "udev" if os.path.exists(UDEV_CONTROL) else "kernel"
+        monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source=source)
+        monitor.filter_by("block")
+        monitor.start()
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(monitor.fileno())
+                while (device := monitor.poll(timeout=0)) is not None:
+                    if device.action in ("add", "remove") and device.device_type == "disk":
+                        serial = device.properties.get("ID_SERIAL_SHORT") or device.properties.get("ID_SCSI_SERIAL")
+                        yield BlockEvent(device.action, device.sys_name, serial)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(monitor.fileno())
 
     def close(self) -> None:
         self._epoll.close()

@@ -39,11 +39,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
 
+from .interface import BlockEvent
 from .values import MAX_SECTOR, ArrayState, SyncAction, parse_array_state, parse_sectors, parse_sync_action
 
 #: md's default ``safe_mode_delay`` (md.rst: 200 ms).
@@ -627,10 +628,27 @@ class SimKernel:
     def __init__(self) -> None:
         self.arrays: dict[str, SimArray] = {}
         self.containers: dict[str, tuple[str, list[str]]] = {}  # name -> (format, member devices)
+        self._block_send, self._block_receive = trio.open_memory_channel[BlockEvent](64)
         self._numbers: dict[str, str] = {}
         self._events = 0
         self._seen = 0
         self._changed = trio.Event()
+
+    def unplug(self, dev: str) -> None:
+        """The disk is gone from the system (pulled, or its controller lost it): a udev ``remove``.
+
+        As on the real kernel, md is not told: its members on that disk fail
+        only when I/O to them does (or user space fails them).
+        """
+        self._block_send.send_nowait(BlockEvent("remove", dev))
+
+    def plug(self, dev: str, serial: str | None = None) -> None:
+        """A disk appears (a udev ``add``)."""
+        self._block_send.send_nowait(BlockEvent("add", dev, serial))
+
+    async def block_events(self) -> AsyncIterator[BlockEvent]:
+        async for e in self._block_receive:
+            yield e
 
     def add_container(self, name: str, fmt: str, devices: Iterable[str]) -> None:
         self.containers[name] = (fmt, list(devices))

@@ -249,6 +249,31 @@ async def test_ddf_disk_lost_by_two_volumes_gets_a_disk_of_its_own_each_placed_w
     assert len(set(replacements)) == 2
 
 
+async def test_a_member_disk_that_vanishes_is_failed_recorded_and_replaced_without_any_io(
+    autojump_clock: MockClock,
+) -> None:
+    """udev says sdb is gone; md would notice only at the next I/O to it.  No write is made."""
+    w = World("imsm-raid5-spare", state=S.ACTIVE)
+    lost = w.store.model().volume(0).member(1).disk_ref
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        w.kernel.unplug("sdb")
+        await until(
+            lambda: w.md.sync_action is SyncAction.IDLE and "sdd" in w.md.devs and "in_sync" in w.md.devs["sdd"].flags
+        )
+        w.kernel.plug("sdb", serial=lost)  # it comes back: reported, not trusted
+        await until(lambda: "device-reappeared" in w.monitor.events.kinds())
+
+    await w.run(body)
+    vol = w.model().volume(0)
+    assert vol.state is VolumeState.NORMAL and lost not in {m.disk_ref for m in vol.members}
+    kinds = w.monitor.events.kinds()
+    assert kinds.index("device-disappeared") < kinds.index("spare-activated")
+    back = next(e.fields for e in w.monitor.events.records if e.kind == "device-reappeared")
+    assert back["device"] == "sdb" and back["disk"] == lost and back["recorded"] != "active"
+
+
 async def test_frozen_array_gets_no_spare_until_thawed(autojump_clock: MockClock) -> None:
     w = World("imsm-raid5-spare", state=S.ACTIVE)
     w.md.metadata_version = "external:-md127/0"
