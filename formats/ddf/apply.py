@@ -382,24 +382,13 @@ def remove_failed(c: DDFContainer) -> None:
             continue
         kept.append(e)
     n = len(c.phys.entries)
-    tail = c.phys.entries[len(kept) :]
-    # mdadm leaves the vacated entries' other bytes in place and only sets their GUID to 0xFF
-    vacated: list[Any | None] = []
-    for old in tail:
-        if old is None:
-            vacated.append(None)
-        else:
-            e = CContainer(old)
-            e.guid = b"\xff" * S.GUID_LEN
-            vacated.append(None if _all_ff(e) else e)
-    c.phys.entries = (kept + vacated)[:n]
+    # mdadm sets only the vacated entries' GUID to 0xFF and leaves the rest, so the entry that
+    # moved down is still listed at its old place with its refnum: mdadm --examine then shows that
+    # disk twice ("Online" and "Online, Rebuilding") and a later mdadm -I of each disk counts an
+    # extra one ("3 drives (out of 5)") and left a volume unstarted in the VM.  The vacated entries
+    # are made wholly unused (all 0xFF, as DDF defines an empty entry) here; mdadm reads either.
+    c.phys.entries = (kept + [None] * (n - len(kept)))[:n]
     c.phys.header.used_pdes = len(kept)
-
-
-def _all_ff(e: Any) -> bool:
-    from .codec import PHYS_ENTRY
-
-    return bool(PHYS_ENTRY.build(e) == b"\xff" * S.ENTRY_SIZE)
 
 
 # -- container membership ------------------------------------------------------------------

@@ -382,3 +382,26 @@ def test_any_change_sequence_gives_metadata_that_reloads(batches: list[list[Chan
         back = reload([d for d in disks if d.name in {x.name for x in new.disks().values()}])
         assert back.model() == new.model()
         c = new
+
+
+def test_pd_table_compacted_after_a_missing_member_is_replaced_lists_each_disk_once() -> None:
+    """Missing member replaced by the spare: the absent disk's entry is dropped and the table compacted.
+
+    mdmon leaves the vacated entry's refnum behind (only its GUID is set to 0xFF), so mdadm
+    --examine lists the spare twice and a later ``mdadm -I`` of each disk counts one disk too
+    many (seen in the VM); here a vacated entry is wholly unused.
+    """
+    disks = writable("ddf-raid5-spare")
+    c = container("ddf-raid5-spare", [d for i, d in enumerate(disks) if i != 1])  # disk 1 absent
+    model = c.model()
+    vol = model.volume(0)
+    lost = vol.member(1).disk_ref
+    spare = next(d.ref for d in model.disks if d.state is DiskState.SPARE)
+    assert lost is not None
+    new = c.apply([FailDisk(lost), ActivateSpare(0, 1, spare)], env())
+    assert isinstance(new, DDFContainer)
+    used = [e for e in new.phys.entries if e is not None]
+    refnums = [e.refnum for e in used]
+    assert len(refnums) == len(set(refnums)) == new.phys.header.used_pdes, [hex(r) for r in refnums]
+    assert int(lost, 16) not in refnums
+    assert all(e.guid != b"\xff" * S.GUID_LEN for e in used)
