@@ -27,6 +27,7 @@ import trio
 from . import host
 from .events import EventLog
 from .kernel.real import RealKernel
+from .manager import ContainerReload
 from .process import lock_memory
 from .service import RUN_DIR, AlreadyManaged, ContainerService, ServiceError, container_is_free
 from .sinks import Sink, Writer
@@ -134,6 +135,7 @@ class Daemon:
                 self.logs[name] = events
                 self.writer.follow(events)
             svc = self.make_service(name, events)
+            svc.catch_up = not first
             self.services[name] = svc
             try:
                 if first:
@@ -150,6 +152,12 @@ class Daemon:
                 self.status = 3
                 return
             except Exception as e:  # a bug must not leave the container's arrays unanswered
+                if (reload := _reload(e)) is not None and started.done:
+                    # Not a crash: the container's disks changed (a member arrived late); load again.
+                    events.emit("service-reloading", reason=str(reload))
+                    self.services.pop(name, None)
+                    first = False
+                    continue
                 now = trio.current_time()
                 crashes = [t for t in crashes if now - t < RESTART_WINDOW] + [now]
                 events.emit("service-failed", error=_describe(e), restarts=len(crashes))
@@ -213,3 +221,12 @@ def _describe(e: BaseException) -> str:
 
 
 __all__ = ["Daemon", "Options"]
+
+
+def _reload(e: BaseException) -> ContainerReload | None:
+    """The ``ContainerReload`` a service ended with, alone or in its nursery's group (else None)."""
+    if isinstance(e, ContainerReload):
+        return e
+    if isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        return _reload(e.exceptions[0])
+    return None

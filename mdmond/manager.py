@@ -43,6 +43,7 @@ from functools import partial
 
 import trio
 
+import formats
 from formats.blockio import Disk, FileDisk
 from formats.changes import ActivateSpare, AddSpare, RemoveDisk
 from formats.errors import ChangeRejected, DiskIOError, MetadataError
@@ -66,6 +67,10 @@ DEFAULT_SAFE_MODE = 4.0
 RETRY = 0.1
 #: The unit of ``AddSpare.size_sectors`` (mdadm's ``size /= 512``, whatever the disk's sector size).
 SECTOR = 512
+
+
+class ContainerReload(Exception):
+    """The container's disks changed in a way only a reload from all of them can follow."""
 
 
 def open_container_disk(dev: str) -> Disk:
@@ -271,6 +276,14 @@ class Manager:
             self.events.emit("container-disk-open-failed", device=dev, error=str(e))
             return False
         disk = box[0]
+        if await self._names_ours(disk):
+            # One of our own disks arriving late (mdadm -I adds a container's disks one by one):
+            # its metadata is this container's and names a disk we hold no copy of.  Recording it
+            # as a new spare would give it a second identity; the service reloads instead, from
+            # every disk now in the container (the newest copy wins, as at assembly).
+            await self._close(disk)
+            self.events.emit("container-disk-member", device=dev, action="reload")
+            raise ContainerReload(f"{dev} carries this container's metadata")
         if not disk.serial:
             self.events.emit("container-disk-refused", device=dev, error="the disk reports no serial number")
             await self._close(disk)
@@ -287,6 +300,24 @@ class Manager:
             "container-disk-added", device=dev, disk=self._ref_of(dev), serial=disk.serial, size_sectors=size
         )
         return True
+
+    async def _names_ours(self, disk: Disk) -> bool:
+        """The disk's own metadata belongs to this container and names a disk we have no copy of."""
+        model = self.store.model()
+        box: list[Container] = []
+
+        def work() -> None:
+            h = formats.handler(model.format)
+            box.append(h.assemble([h.load(disk)]).model())
+
+        try:
+            await self._run_blocking(work)
+        except (MetadataError, DiskIOError, OSError):
+            return False  # no metadata, another format, unreadable: a new disk
+        own = box[0]
+        ref = next((d.ref for d in own.disks if d.path == disk.name), None)
+        ours = next((d for d in model.disks if d.ref == ref), None)
+        return own.identity == model.identity and ours is not None and ours.path is None
 
     async def _disk_left(self, dev: str) -> None:
         """Drop a disk that left the container from the records, then let go of it."""

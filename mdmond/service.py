@@ -76,12 +76,18 @@ class ContainerService:
         self.sigterm = False
         self.monitor: ContainerMonitor | None = None
         self.manager: Manager | None = None
+        #: Set by the supervisor for a restart: write what differs before serving (``run``).
+        self.catch_up = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         victim = await self._find_victim()
         metadata = self.load()
         store = MetadataStore(metadata, runner=self.runner)
         await store.prime()  # the first write after assembly must not wait for reads
+        if self.catch_up:
+            # A restart in this process (no other writer): bring every disk's copy to the
+            # metadata now held, such as a disk that arrived late with an older copy.
+            await store.commit([])
         self.monitor = ContainerMonitor(store, events=self.events)
         self.manager = Manager(self.container, self.kernel, self.monitor, events=self.events)
         self._claim_files(victim)

@@ -14,6 +14,7 @@ from mdmond import host
 from mdmond.daemon import Daemon, Options
 from mdmond.events import Event, EventLog
 from mdmond.kernel.values import ArrayState as S
+from mdmond.manager import ContainerReload
 from mdmond.service import ContainerService
 
 from .test_manager import World, until
@@ -217,6 +218,46 @@ async def test_a_crashed_service_is_restarted_and_its_arrays_answered_again(tmp_
         assert kinds.count("serving") == 2
         (failed,) = [e for e in d.logs["md127"].records if e.kind == "service-failed"]
         assert failed.fields["restarts"] == 1 and "bug in the monitor" in failed.fields["error"]
+        d.terminate(list(d.services))
+        assert await r.wait() == 0
+        n.cancel_scope.cancel()
+
+
+class ReloadsOnce(ContainerService):
+    """Serves, then its manager sees a late member disk (``ContainerReload``) once."""
+
+    reloaded = False
+    trigger = trio.Event()
+
+    async def _until_done(self) -> None:
+        if ReloadsOnce.reloaded:
+            return await super()._until_done()
+        await self.trigger.wait()
+        ReloadsOnce.reloaded = True
+        raise ContainerReload("sdc carries this container's metadata")
+
+
+async def test_a_reload_loads_again_at_once_writes_what_differs_and_is_no_crash(tmp_path: Path) -> None:
+    worlds = {"md127": world("md127")}
+    ReloadsOnce.reloaded = False
+    ReloadsOnce.trigger = trio.Event()
+    d = Daemon(
+        list(worlds), Options(lock_memory=False, run_dir=tmp_path), make_service=maker(worlds, tmp_path, ReloadsOnce)
+    )
+    r = Running(d)
+    async with trio.open_nursery() as n:
+        n.start_soon(worlds["md127"].md.run)
+        n.start_soon(r.run)
+        await serving_array(d, "md127")
+        first = d.services["md127"]
+        assert not first.catch_up
+        ReloadsOnce.trigger.set()
+        await until(lambda: d.services.get("md127") not in (None, first), 10)
+        await serving_array(d, "md127")
+        assert d.services["md127"].catch_up  # the reloaded service brings every disk up to date
+        await answered(worlds["md127"])
+        kinds = d.logs["md127"].kinds()
+        assert kinds.count("serving") == 2 and "service-reloading" in kinds and "service-failed" not in kinds
         d.terminate(list(d.services))
         assert await r.wait() == 0
         n.cancel_scope.cancel()

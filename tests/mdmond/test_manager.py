@@ -17,7 +17,7 @@ from formats.model import Container, DiskState, MemberState, VolumeState
 from mdmond.kernel.simulated import SimArray, SimDevice, SimKernel
 from mdmond.kernel.values import ArrayState as S
 from mdmond.kernel.values import SyncAction
-from mdmond.manager import Manager
+from mdmond.manager import ContainerReload, Manager
 from mdmond.metadata import MetadataStore
 from mdmond.monitor.container import ContainerMonitor
 from tests.golden import disk_count, overlay
@@ -43,7 +43,13 @@ class World:
     """A container as mdadm would have assembled it: the kernel, the disks, the daemon."""
 
     def __init__(
-        self, scenario: str, *, assembled: list[str] | None = None, state: S = S.READONLY, missing: str | None = None
+        self,
+        scenario: str,
+        *,
+        assembled: list[str] | None = None,
+        state: S = S.READONLY,
+        missing: str | None = None,
+        started: list[int] | None = None,
     ) -> None:
         """``assembled``: the members md was given (default: all present); ``missing``: a disk not in the container."""
         self.h = formats.handler(scenario.split("-")[0])
@@ -56,6 +62,8 @@ class World:
         #: One md array per volume, as mdadm -I starts them: volume 0 is md126, volume 1 md125, ...
         self.mds: list[SimArray] = []
         for vol in model.volumes:
+            if started is not None and vol.index not in started:
+                continue  # not running (mdadm -I starts a volume once its disks are there)
             paths = {m.slot: model.disk(m.disk_ref).path for m in vol.members if m.disk_ref}
             by_slot = {slot: p.removeprefix("/dev/") for slot, p in paths.items() if p is not None}
             slots = [
@@ -272,6 +280,33 @@ async def test_a_member_disk_that_vanishes_is_failed_recorded_and_replaced_witho
     assert kinds.index("device-disappeared") < kinds.index("spare-activated")
     back = next(e.fields for e in w.monitor.events.records if e.kind == "device-reappeared")
     assert back["device"] == "sdb" and back["disk"] == lost and back["recorded"] != "active"
+
+
+@pytest.mark.parametrize(("scenario", "late"), [("imsm-raid5-raid1", "sdc"), ("ddf-raid5-spare", "sdd")])
+async def test_a_disk_of_ours_arriving_late_makes_the_service_reload_instead_of_adding_a_spare(
+    scenario: str, late: str, autojump_clock: MockClock
+) -> None:
+    """mdadm -I adds a container's disks one by one, and starts a volume once its disks are there.
+
+    The daemon started with vol0; then a disk the metadata already names comes: IMSM's sdc (vol1's,
+    not started yet), DDF's recorded spare sdd.  Recording either as a new spare would give it a
+    second identity (DDF: a second PD entry); the service reloads from all the disks instead.
+    """
+    w = World(scenario, state=S.READ_AUTO, missing=late, started=[0])
+    disk = next(d for d in w.disks if d.name == f"/dev/{late}")
+    before = w.store.model().disks
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        w.new_disks[late] = disk
+        w.kernel.add_container_disk("md127", late)
+        await until(lambda: False, 60)  # ended by the reload (a timeout here fails the test)
+
+    with pytest.RaisesGroup(ContainerReload, flatten_subgroups=True):
+        await w.run(body)
+    assert "container-disk-member" in w.monitor.events.kinds()
+    assert "container-disk-added" not in w.monitor.events.kinds()
+    assert w.store.model().disks == before  # nothing recorded about it (it is still "not here")
 
 
 async def test_frozen_array_gets_no_spare_until_thawed(autojump_clock: MockClock) -> None:
