@@ -382,3 +382,15 @@ def test_any_change_sequence_gives_metadata_that_reloads(batches: list[list[Chan
         back = reload([d for d in disks if d.name in {x.name for x in new.disks().values()}])
         assert back.model() == new.model()
         c = new
+
+
+def test_bad_blocks_are_refused_ddf_keeps_no_log() -> None:
+    from formats.changes import ClearBadBlock, RecordBadBlock
+
+    c = container("ddf-raid5")
+    ref = c.model().volume(0).members[2].disk_ref
+    assert ref is not None
+    for ch in (RecordBadBlock(ref, 8200, 8), ClearBadBlock(ref, 8200, 8)):
+        with pytest.raises(ChangeRejected, match="no bad-block log"):
+            c.apply([ch], env())
+    assert c.model() == container("ddf-raid5").model()
