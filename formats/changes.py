@@ -104,6 +104,30 @@ class RemoveDisk:
 
 
 @dataclass(frozen=True)
+class RecordBadBlock:
+    """md could not write ``length`` sectors from ``sector`` of a member disk.
+
+    Sectors are 512-byte units from the start of the disk, as md prints them in
+    ``dev-*/unacknowledged_bad_blocks``.  A format that cannot keep the range
+    (no bad-block log, the log full) refuses the change with ``ChangeRejected``:
+    the daemon then fails the member instead of acknowledging the block.
+    """
+
+    disk_ref: str
+    sector: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ClearBadBlock:
+    """md no longer lists a recorded bad-block range of a disk: forget exactly that range."""
+
+    disk_ref: str
+    sector: int
+    length: int
+
+
+@dataclass(frozen=True)
 class MdadmUpdate:
     """A metadata update mdadm sent over the control socket, in the format's own bytes.
 
@@ -130,6 +154,8 @@ Change = (
     | EndMigration
     | AddSpare
     | RemoveDisk
+    | RecordBadBlock
+    | ClearBadBlock
     | MdadmUpdate
 )
 

@@ -49,10 +49,28 @@ _KERNEL_ARGS = (
 
 @dataclass(frozen=True)
 class Disk:
-    """A raw image attached to the guest, with the SCSI serial the guest sees."""
+    """A raw image attached to the guest, with the SCSI serial the guest sees.
+
+    ``blkdebug``: a qemu blkdebug configuration (``[inject-error]`` sections)
+    put between the guest and the image, to give the guest real I/O errors.
+    """
 
     path: Path
     serial: str
+    blkdebug: str | None = None
+
+
+def _drive(d: Disk, i: int, ctl: Path) -> str:
+    """The ``-drive`` option for disk ``i``: the image, or blkdebug over it (config in the control dir)."""
+    file = str(d.path)
+    if d.blkdebug is not None:
+        conf = ctl / f"blkdebug{i}.conf"
+        conf.write_text(d.blkdebug)
+        for part in (str(conf), file):
+            if ":" in part or "," in part:
+                raise ValueError(f"disk {i}: blkdebug cannot name a path with ':' or ',': {part}")
+        file = f"blkdebug:{conf}:{file}"
+    return f"file={file},format=raw,if=none,id=d{i},cache=unsafe"
 
 
 @dataclass
@@ -135,6 +153,7 @@ def run(
     mem_mib: int = 1024,
     hostname: str = "testbed",
     kernel: provision.Kernel | None = None,
+    blkdebug: Mapping[int, str] | None = None,
 ) -> Result:
     """Boot a guest with ``disks``, run ``script`` (bash) as root in ``workdir``, return the outcome.
 
@@ -145,7 +164,8 @@ def run(
     ``mdmon="mdmond"`` (default: env ``MDMOND_TESTBED_MDMON``) makes mdadm start
     mdmond's entry point instead of mdmon.  ``echo`` streams the guest's output
     to this process's stdout/stderr as it comes.  ``hostname`` matters to DDF,
-    which records it in the controller GUID.
+    which records it in the controller GUID.  ``blkdebug`` maps the index of
+    a fresh disk to a blkdebug configuration (``Disk.blkdebug``).
     """
     t0 = time.monotonic()
     t0_wall = time.time()
@@ -162,8 +182,10 @@ def run(
                 p = tmpdisks / f"disk{i}.img"
                 with open(p, "wb") as f:
                     f.truncate(disk_size_mib << 20)
-                attached.append(Disk(p, SERIAL_FORMAT.format(i)))
+                attached.append(Disk(p, SERIAL_FORMAT.format(i), (blkdebug or {}).get(i)))
         else:
+            if blkdebug:
+                raise ValueError("blkdebug= is for fresh disks; give existing images as Disk(..., blkdebug=...)")
             for i, d in enumerate(disks):
                 attached.append(d if isinstance(d, Disk) else Disk(Path(d).resolve(), SERIAL_FORMAT.format(i)))
 
@@ -218,7 +240,7 @@ def run(
         if attached:
             cmd += ["-device", "virtio-scsi-device,id=scsi0"]
         for i, d in enumerate(attached):
-            cmd += ["-drive", f"file={d.path},format=raw,if=none,id=d{i},cache=unsafe"]
+            cmd += ["-drive", _drive(d, i, ctl)]
             cmd += ["-device", f"scsi-hd,drive=d{i},bus=scsi0.0,channel=0,scsi-id={i},lun=0,serial={d.serial}"]
 
         out, err, con = bytearray(), bytearray(), bytearray()

@@ -58,11 +58,13 @@ from ..changes import (
     ActivateSpare,
     AddSpare,
     Change,
+    ClearBadBlock,
     EndMigration,
     Environment,
     FailDisk,
     MdadmUpdate,
     MemberInSync,
+    RecordBadBlock,
     RemoveDisk,
     SetCheckpoint,
     SetDirty,
@@ -140,6 +142,10 @@ def apply_changes(c: DDFContainer, changes: Sequence[Change], env: Environment) 
             _add_spare(b, ch)
         elif isinstance(ch, RemoveDisk):
             _remove(b, _refnum(c, ch.disk_ref))
+        elif isinstance(ch, (RecordBadBlock, ClearBadBlock)):
+            # DDF as mdadm writes it keeps no bad-block log (mdadm's DDF handler has no
+            # record_bad_block): the daemon fails the member instead.
+            raise ChangeRejected(f"ddf: no bad-block log to record {ch.length} sectors at {ch.sector} of {ch.disk_ref}")
         elif isinstance(ch, MdadmUpdate):
             from .updates import apply_update
 

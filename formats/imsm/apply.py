@@ -14,11 +14,13 @@ from ..changes import (
     ActivateSpare,
     AddSpare,
     Change,
+    ClearBadBlock,
     EndMigration,
     Environment,
     FailDisk,
     MdadmUpdate,
     MemberInSync,
+    RecordBadBlock,
     RemoveDisk,
     SetCheckpoint,
     SetDirty,
@@ -28,7 +30,7 @@ from ..errors import ChangeRejected
 from . import structs as S
 from .container import IMSMContainer, Spare
 from .geometry import blocks_per_migr_unit
-from .records import DevRec, DiskRec, MapRec, MpbRec
+from .records import BbmEntryRec, BbmLogRec, DevRec, DiskRec, MapRec, MpbRec
 from .serial import normalise_serial
 from .updates import apply_payload
 
@@ -437,6 +439,98 @@ def _remove_disk(c: IMSMContainer, ref: str) -> None:
         delete_disk(c, idx)
 
 
+def _bad_block_disk(mpb: MpbRec, ch: RecordBadBlock | ClearBadBlock) -> int:
+    """The table index the range belongs to, or ChangeRejected naming why it cannot be kept."""
+    idx = _disk_index(mpb, ch.disk_ref)
+    where = f"{ch.length} sectors at {ch.sector} of {ch.disk_ref!r}"
+    if idx < 0:
+        raise ChangeRejected(f"imsm: bad block {where}: no such disk in the table")
+    if not any(d.map0.slot_of(idx) >= 0 for d in mpb.devs):
+        raise ChangeRejected(f"imsm: bad block {where}: the disk is in no volume")
+    if mpb.disks[idx].is_failed:
+        raise ChangeRejected(f"imsm: bad block {where}: the disk has failed")
+    if idx > 0xFF:
+        raise ChangeRejected(f"imsm: bad block {where}: disk index {idx} does not fit the log's ordinal byte")
+    if ch.length <= 0 or ch.sector < 0 or ch.sector + ch.length > S.BBM_LOG_MAX_LBA:
+        raise ChangeRejected(f"imsm: bad block {where}: not a range the log can hold")
+    return idx
+
+
+def _stored_within(entries: list[BbmEntryRec], idx: int, sector: int, length: int, pos: int) -> int:
+    """is_stored_in_bbm: the first entry from ``pos`` of this disk lying inside the range, or -1."""
+    for i in range(pos, len(entries)):
+        e = entries[i]
+        if e.disk_ordinal == idx and e.start >= sector and e.start + e.marked_count + 1 <= sector + length:
+            return i
+    return -1
+
+
+def record_bad_block(mpb: MpbRec, ch: RecordBadBlock) -> None:
+    """record_new_badblock (mdadm 4.2), on the copy: refused as a whole when the log cannot take it.
+
+    As mdmon: full 256-sector entries already at the range's head are skipped;
+    the first other entry of the disk lying inside the range is rewritten to
+    cover the range's head; the rest is appended in runs of at most 256
+    sectors, unless that would pass 254 entries.  Two differences, both on the
+    side of keeping the member: a range wholly covered by full entries already
+    succeeds (mdmon reports it as a failure and turns the member's bad-block
+    support off), and a refusal leaves the log as it was (mdmon keeps an entry
+    it had already rewritten).
+    """
+    idx = _bad_block_disk(mpb, ch)
+    log = mpb.bbm if mpb.bbm is not None else BbmLogRec(S.BBM_LOG_SIGNATURE, [])
+    entries = log.entries
+    top = S.BBM_LOG_MAX_LBA_ENTRY_VAL
+    sector, length = ch.sector, ch.length
+    pos = 0
+    target: BbmEntryRec | None = None
+    while length > 0 and (pos := _stored_within(entries, idx, sector, length, pos)) >= 0:
+        e = entries[pos]
+        if e.marked_count + 1 == top and e.start == sector:
+            sector, length, pos = sector + top, length - top, pos + 1
+            continue
+        target = e
+        break
+    if target is not None:
+        cnt = min(length, top)
+        target.set_start(sector)
+        target.marked_count = cnt - 1
+        sector, length = sector + cnt, length - cnt
+    new = -(-length // top) if length > 0 else 0
+    if len(entries) + new > S.BBM_LOG_MAX_ENTRIES:
+        raise ChangeRejected(
+            f"imsm: bad block {ch.length} sectors at {ch.sector} of {ch.disk_ref!r}: the BBM log is full "
+            f"({len(entries)} of {S.BBM_LOG_MAX_ENTRIES} entries, {new} more needed)"
+        )
+    while length > 0:
+        cnt = min(length, top)
+        e = BbmEntryRec(marked_count=cnt - 1, disk_ordinal=idx, w1=0, dw1=0)
+        e.set_start(sector)
+        entries.append(e)
+        sector, length = sector + cnt, length - cnt
+    mpb.bbm = log
+
+
+def clear_bad_block(mpb: MpbRec, ch: ClearBadBlock) -> None:
+    """clear_badblock (mdadm 4.2): drop the one entry with exactly this start and length.
+
+    The last entry takes its place, as in mdadm, so the bytes match mdmon's.
+    A range not recorded is no error (mdadm returns success too).
+    """
+    idx = _disk_index(mpb, ch.disk_ref)
+    if idx < 0:
+        raise ChangeRejected(f"imsm: bad block {ch.length} sectors at {ch.sector} of {ch.disk_ref!r}: no such disk")
+    if mpb.bbm is None:
+        return
+    entries = mpb.bbm.entries
+    for i, e in enumerate(entries):
+        if e.disk_ordinal == idx and e.start == ch.sector and e.marked_count + 1 == ch.length:
+            last = entries.pop()
+            if i < len(entries):
+                entries[i] = last
+            return
+
+
 def apply_changes(c: IMSMContainer, changes: Sequence[Change], env: Environment) -> None:
     """Apply in order, then do one write's bookkeeping (``finish_write``).
 
@@ -471,6 +565,10 @@ def apply_changes(c: IMSMContainer, changes: Sequence[Change], env: Environment)
             _add_spare(c, ch)
         elif isinstance(ch, RemoveDisk):
             _remove_disk(c, ch.disk_ref)
+        elif isinstance(ch, RecordBadBlock):
+            record_bad_block(mpb, ch)
+        elif isinstance(ch, ClearBadBlock):
+            clear_bad_block(mpb, ch)
         else:  # pragma: no cover - the Change union is closed
             raise ChangeRejected(f"imsm: unknown change {ch!r}")
     if touched:

@@ -206,6 +206,10 @@ MIGR_STATE_CHANGE = 4
 
 BBM_LOG_SIGNATURE = 0xABADB10C
 BBM_LOG_MAX_ENTRIES = 254
+#: One entry covers at most this many sectors (marked_count is a byte: count - 1).
+BBM_LOG_MAX_LBA_ENTRY_VAL = 256
+#: The start sector is 48 bits (w1 + dw1).
+BBM_LOG_MAX_LBA = 1 << 48
 
 MPB_SECTOR_CNT = 2210  # 512-byte sectors reserved at the end of a disk for the MPB
 IMSM_RESERVED_SECTORS = 8192  # extra end-of-disk reservation when a volume is created

@@ -22,6 +22,16 @@ transcripts):
   what it read before: a failure does not make a clean array dirty) and
   ``-blocked``; on ``-blocked`` md drops the member from its slot, and user
   space may ``remove`` it;
+* a write error on a member with ``external_bbl`` (``media_error``) does not
+  fail it: md lists the range in ``unacknowledged_bad_blocks`` and the member
+  reads ``blocked,write_error,want_replacement`` (state_show: unacknowledged
+  bad blocks on a working device read ``blocked``); writes and the sync wait.
+  Writing the range to ``bad_blocks`` acknowledges it (``blocked`` goes once
+  none is left unacknowledged), and ``-blocked`` releases the waiters (md's
+  BlockedBadBlocks; a waiter also looks again every 5 s, as
+  md_wait_for_blocked_rdev does).  ``-blocked`` with ranges unacknowledged and
+  ``external_bbl`` off fails the device and releases it at once (state_store);
+  without ``external_bbl`` a write error fails the device;
 * a resync (``resync_start`` not ``none``) or a recovery (a member with a slot
   but not ``in_sync``) runs when the array is writable, publishing progress in
   ``sync_completed`` every 1/16 of the device (as md_do_sync does), moving
@@ -72,6 +82,9 @@ class SimDevice:
     recovery_start: int = MAX_SECTOR
     offset: int = 0  # sectors
     size_kib: int = 0
+    unacked: list[tuple[int, int]] = field(default_factory=list)  # (sector, length)
+    acked: list[tuple[int, int]] = field(default_factory=list)
+    bb_blocked: bool = False  # md's BlockedBadBlocks: I/O waits for -blocked
 
     def state_text(self) -> str:
         # md derives "spare" (state_show): any working device not in sync, including one
@@ -79,7 +92,14 @@ class SimDevice:
         flags = self.flags - {"spare"}
         if not flags & {"faulty", "in_sync", "journal"}:
             flags = flags | {"spare"}
+        if self.unacked and "faulty" not in flags:
+            flags = flags | {"blocked"}  # state_show: unacked_exist on a working device
         return ",".join(f for f in _FLAG_ORDER if f in flags)
+
+    @property
+    def holds_io(self) -> bool:
+        """md holds I/O to this device (md_wait_for_blocked_rdev)."""
+        return "blocked" in self.flags or self.bb_blocked or (bool(self.unacked) and "faulty" not in self.flags)
 
 
 # The order md's state_show prints flags in.
@@ -199,6 +219,9 @@ class SimArray:
                 return ("none" if d.slot is None else str(d.slot)) + "\n"
             if what == "recovery_start":
                 return _sectors_text(d.recovery_start) + "\n"
+            if what in ("bad_blocks", "unacknowledged_bad_blocks"):
+                ranges = d.acked if what == "bad_blocks" else d.unacked
+                return "".join(f"{a} {n}\n" for a, n in sorted(ranges))
             raise OSError(errno.ENOENT, f"{self.name}: no attribute {attr}")
         return self._array_attr(attr) + "\n"
 
@@ -292,8 +315,12 @@ class SimArray:
                         self._after_pending = ArrayState.ACTIVE
                         self._notify()
                     await self._active_written.wait()
-                elif any("blocked" in d.flags for d in self.devs.values()):
-                    await self._unblocked.wait()  # md_wait_for_blocked_rdev
+                elif any(d.holds_io for d in self.devs.values()):
+                    # md_wait_for_blocked_rdev: woken by -blocked, and looks again after 5 s
+                    # (an acknowledged range no longer blocks).
+                    with trio.move_on_after(5.0):
+                        await self._unblocked.wait()
+                    self._release_acknowledged()
                 elif self._state in _STOPPED:
                     raise OSError(errno.EIO, f"{self.name}: array stopped under a write")
                 else:
@@ -337,6 +364,24 @@ class SimArray:
         self._notify()
         self._kick_kernel()
 
+    def media_error(self, dev: str, sector: int, length: int = 8) -> None:
+        """A write to ``length`` sectors from ``sector`` of the member failed (raid5 end_write_request)."""
+        d = self._dev(dev)
+        if "faulty" in d.flags:
+            return
+        if "external_bbl" not in d.flags:
+            # With external metadata md keeps no bad-block list until user space turns
+            # external_bbl on (state_store sets the shift then): rdev_set_badblocks fails
+            # and the device fails.
+            self.fail_device(dev)
+            return
+        if (sector, length) not in d.unacked and (sector, length) not in d.acked:
+            d.unacked.append((sector, length))
+        d.flags |= {"write_error", "want_replacement"}
+        d.bb_blocked = True
+        self._notify()
+        self._kick_kernel()
+
     def add_spare(self, dev: str) -> None:
         """``new_dev``: the manager adds a container disk to this array (no slot yet)."""
         if dev in self.devs:
@@ -361,6 +406,12 @@ class SimArray:
                     continue
             if self.sync_action is SyncAction.IDLE and not self.frozen:
                 self._maybe_start_sync()
+            if self.sync_action is not SyncAction.IDLE and any(d.holds_io for d in self.devs.values()):
+                # The sync's writes wait for the device as the array's do.
+                with trio.move_on_at(min(deadline, trio.current_time() + 5.0)):
+                    await self._kick.wait()
+                self._release_acknowledged()
+                continue
             if self.sync_action is not SyncAction.IDLE:
                 deadline = min(deadline, self._next_step_at)
                 if trio.current_time() >= self._next_step_at:
@@ -453,6 +504,10 @@ class SimArray:
     def _write_dev(self, d: SimDevice, what: str, value: str) -> None:
         if what == "state":
             if value == "-blocked":
+                if "faulty" not in d.flags and "external_bbl" not in d.flags and d.unacked:
+                    # state_store: the metadata handler does not understand bad blocks.
+                    self.fail_device(d.name)
+                d.bb_blocked = False
                 d.flags.discard("blocked")
                 if "faulty" in d.flags:
                     d.slot = None  # md's remove_and_add_spares takes it out of the personality
@@ -479,6 +534,8 @@ class SimArray:
                 (d.flags.discard if value[0] == "-" else d.flags.add)("external_bbl")
             else:
                 raise OSError(errno.EINVAL, f"{self.name}: dev-{d.name}/state {value!r}")
+        elif what in ("bad_blocks", "unacknowledged_bad_blocks"):
+            self._write_bad_blocks(d, what == "bad_blocks", value)
         elif what == "slot":
             if self._state.running and self.sync_action is not SyncAction.IDLE:
                 raise OSError(errno.EBUSY, f"{self.name}: a sync is running")
@@ -513,6 +570,29 @@ class SimArray:
                 d.flags.discard("in_sync")  # md: a position means "not in sync beyond it" (mdmon.md §7.2)
         else:
             raise OSError(errno.ENOENT, f"{self.name}: no attribute dev-{d.name}/{what}")
+
+    def _release_acknowledged(self) -> None:
+        """md_wait_for_blocked_rdev's second look: a device whose ranges are all acknowledged goes on."""
+        for d in self.devs.values():
+            if d.bb_blocked and not d.unacked:
+                d.bb_blocked = False
+
+    def _write_bad_blocks(self, d: SimDevice, ack: bool, value: str) -> None:
+        """badblocks_store: ``"<sector> <length>"``; into bad_blocks it acknowledges what it covers."""
+        parts = value.split()
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[1]) <= 0:
+            raise OSError(errno.EINVAL, f"{self.name}: dev-{d.name}: bad block {value!r}")
+        sector, length = int(parts[0]), int(parts[1])
+        if not ack:
+            if (sector, length) not in d.unacked:
+                d.unacked.append((sector, length))
+        else:
+            covered = [r for r in d.unacked if r[0] >= sector and r[0] + r[1] <= sector + length]
+            d.unacked = [r for r in d.unacked if r not in covered]
+            for r in covered or [(sector, length)]:
+                if r not in d.acked:
+                    d.acked.append(r)
+        self._notify()  # rdev_set_badblocks notifies the device's state
 
     # The sync thread: one pass at a time, progress in 1/16 steps.
 

@@ -17,6 +17,7 @@ from .values import (
     DevState,
     SyncAction,
     parse_array_state,
+    parse_bad_blocks,
     parse_dev_state,
     parse_sectors,
     parse_sync_action,
@@ -32,6 +33,15 @@ class DevSnapshot:
     state: DevState
     slot: int | None  # None: "none" (not an active member, or already taken out)
     recovery_start: int  # MAX_SECTOR: "none" (in sync)
+    #: ``unacknowledged_bad_blocks``, read only of a working member md holds blocked with
+    #: ``external_bbl`` (mdmon.md §2.5); None: not read, or unreadable.
+    unacked: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def awaits_bad_block_ack(self) -> bool:
+        """md holds writes until user space records and acknowledges this member's bad blocks."""
+        s = self.state
+        return "external_bbl" in s and s.blocked and not s.faulty
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,13 @@ def read_snapshot(md: MdArray, previous: ArraySnapshot | None = None) -> ArraySn
         except OSError:
             continue
         slot = int(slot_text) if slot_text.isdigit() else None
-        devs.append(DevSnapshot(entry.removeprefix("dev-"), dstate, slot, MAX_SECTOR if recovery is None else recovery))
+        unacked = None
+        if "external_bbl" in dstate and dstate.blocked and not dstate.faulty:
+            # Only then: the hot write-pending path never reads the bad-block lists.
+            unacked = _read(md, f"{entry}/unacknowledged_bad_blocks", parse_bad_blocks, None)
+        devs.append(
+            DevSnapshot(entry.removeprefix("dev-"), dstate, slot, MAX_SECTOR if recovery is None else recovery, unacked)
+        )
     return ArraySnapshot(
         array_state=state,
         sync_action=action,

@@ -40,6 +40,8 @@ ARRAY_OPTIONAL = ("sync_action", "sync_completed", "degraded")
 #: Per-device attributes, and which notify.
 DEV_ATTRS = ("state", "slot", "recovery_start")
 DEV_WATCHED = ("state",)
+#: Bad-block lists: absent without md's bad-block support (and in a test tree), so optional.
+DEV_OPTIONAL = ("bad_blocks", "unacknowledged_bad_blocks")
 #: Longest attribute text md prints (a page).
 PAGE = 4096
 
@@ -80,13 +82,16 @@ class SysfsArray:
             return
         for attr in DEV_ATTRS:
             self._open(f"{entry}/{attr}", watch=attr in DEV_WATCHED)
+        for attr in DEV_OPTIONAL:
+            with contextlib.suppress(FileNotFoundError):
+                self._open(f"{entry}/{attr}", watch=False)
         self._devices.append(entry)
 
     def drop_device(self, entry: str) -> None:
         """Close a member's attributes (it has been removed)."""
         if entry in self._devices:
             self._devices.remove(entry)
-        for attr in DEV_ATTRS:
+        for attr in (*DEV_ATTRS, *DEV_OPTIONAL):
             self._close(f"{entry}/{attr}")
 
     def write_once(self, attr: str, value: str) -> None:

@@ -151,6 +151,26 @@ def parse_dev_state(text: str | bytes) -> DevState:
     return DevState(flags=frozenset(words & DEV_FLAGS), unknown=frozenset(words - DEV_FLAGS))
 
 
+def parse_bad_blocks(text: str | bytes) -> tuple[tuple[int, int], ...] | None:
+    """``dev-*/bad_blocks`` / ``unacknowledged_bad_blocks``: ``"<sector> <length>"`` lines.
+
+    None if any line is not that shape (mdmon's read_bb_file gives up on the
+    whole file then too): acting on half a list could acknowledge a range
+    that was never recorded.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[1]) <= 0:
+            return None
+        out.append((int(parts[0]), int(parts[1])))
+    return tuple(out)
+
+
 def parse_sectors(text: str | bytes) -> int | None:
     """``resync_start``/``recovery_start``: a sector number, ``none`` (= MAX_SECTOR), or None if unreadable."""
     word = _word(text)

@@ -9,7 +9,9 @@ Each pass, in the order that keeps external metadata crash-safe
 2. read every array (``snapshot``) and decide (``rules.plan``);
 3. commit every array's changes to every disk, as one write;
 4. only then answer the kernel: ``array_state``, then ``-blocked``; refuse
-   mdadm's freeze for a reshape mdmond cannot carry (``rules``);
+   mdadm's freeze for a reshape mdmond cannot carry (``rules``); acknowledge
+   each recorded bad block (``bad_blocks``), then ``-blocked``; fail a member
+   whose bad blocks the metadata refused;
 5. propagate a member failure to the container's other arrays;
 6. hand blocking work (removing a failed member, finding a spare) to the
    manager as requests.
@@ -24,7 +26,7 @@ from __future__ import annotations
 import errno
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -37,7 +39,7 @@ from ..kernel.snapshot import ArraySnapshot, read_snapshot
 from ..kernel.values import ArrayState
 from ..metadata import CommitFailed, MetadataStore
 from ..updates import UpdateQueue
-from .rules import Plan, Progress, plan
+from .rules import BadBlock, Plan, Progress, plan
 
 #: Default minimum time between two recorded checkpoints of a running sync.
 CHECKPOINT_INTERVAL = 1.0
@@ -55,6 +57,8 @@ class Watched:
     before: ArraySnapshot = field(default_factory=lambda: ArraySnapshot(ArrayState.INACTIVE))
     progress: Progress = field(default_factory=Progress)
     wake_at: float = math.inf
+    #: Devices whose bad blocks md has acknowledged but whose ``-blocked`` write failed.
+    unblock_owed: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class ContainerMonitor:
             snap = read_snapshot(w.md, w.before)
             vol = model.volume(w.volume)
             plans[name] = (w, snap, plan(snap, w.before, vol, w.progress, clock=now, interval=self.checkpoint_interval))
+        self._screen_bad_blocks(plans)
         committed = await self._commit(plans)
         for name, (w, snap, p) in plans.items():
             if name not in committed:
@@ -208,6 +213,44 @@ class ContainerMonitor:
         for u in accepted:
             u.succeed(result)
 
+    def _screen_bad_blocks(self, plans: dict[str, tuple[Watched, ArraySnapshot, Plan]]) -> None:
+        """Move the bad blocks the format refuses (log full, no log) to ``bad_blocks_refused``.
+
+        Device by device, each device's ranges tried on top of those already
+        accepted, so that one refused range neither holds back the pass's other
+        changes nor lets part of a device's list through: a device with any range
+        refused is failed as a whole.
+        """
+        accepted: list[Change] = []
+        for name, (w, snap, p) in plans.items():
+            if not p.bad_blocks:
+                continue
+            by_dev: dict[str, list[BadBlock]] = {}
+            for b in p.bad_blocks:
+                by_dev.setdefault(b.device, []).append(b)
+            refused: dict[str, str] = {}
+            for dev, blocks in by_dev.items():
+                mine = [c for b in blocks if (c := b.change) is not None]
+                try:
+                    self.store.check([*accepted, *mine])
+                except (ChangeRejected, MetadataError) as e:
+                    refused[dev] = str(e)
+                    continue
+                accepted.extend(mine)
+            if not refused:
+                continue
+            dropped = {b.change for b in p.bad_blocks if b.device in refused}
+            p = replace(
+                p,
+                changes=tuple(c for c in p.changes if c not in dropped),
+                bad_blocks=tuple(b for b in p.bad_blocks if b.device not in refused),
+                bad_blocks_refused=(
+                    *p.bad_blocks_refused,
+                    *((b, refused[b.device]) for b in p.bad_blocks if b.device in refused),
+                ),
+            )
+            plans[name] = (w, snap, p)
+
     async def _commit(self, plans: dict[str, tuple[Watched, ArraySnapshot, Plan]]) -> set[str]:
         """Commit the arrays' changes: together if possible, else array by array. Returns who succeeded."""
         together = [c for _, _, p in plans.values() for c in p.changes]
@@ -254,9 +297,84 @@ class ContainerMonitor:
             except OSError as e:
                 self._failed("attr-write-failed", array=md.name, attr=f"dev-{dev}/state", error=str(e))
                 ok = False
+        ok = self._answer_bad_blocks(w, p) and ok
         if p.refuse_reshape and md.name not in self.held:
             ok = self._refuse_reshape(w) and ok
         return ok
+
+    def _answer_bad_blocks(self, w: Watched, p: Plan) -> bool:
+        """Acknowledge what is now on every disk, then release the device; fail what was refused."""
+        md = w.md
+        ok = True
+        acked: list[str] = []
+        failed: set[str] = set()
+        for b in p.bad_blocks:
+            if b.device in failed:
+                continue
+            fields = {"array": md.name, "device": b.device, "sector": b.sector, "length": b.length}
+            try:
+                md.write(f"dev-{b.device}/bad_blocks", f"{b.sector} {b.length}")
+            except OSError as e:
+                # Recorded but md would not take the acknowledgement: it keeps the member
+                # blocked for ever, so fail it, as mdmon's process_ubb does.
+                self.events.emit("bad-block-refused", **fields, error=f"dev-{b.device}/bad_blocks: {e}")
+                failed.add(b.device)
+                ok = self._fail_member(md, b.device) and ok
+                continue
+            self.events.emit("bad-block-recorded", **fields, disk=b.disk_ref)
+            if b.device not in acked:
+                acked.append(b.device)
+        for b, why in p.bad_blocks_refused:
+            self.events.emit(
+                "bad-block-refused", array=md.name, device=b.device, sector=b.sector, length=b.length, error=why
+            )
+            if b.device not in failed:
+                failed.add(b.device)
+                ok = self._fail_member(md, b.device) and ok
+        owed = [d for d in [*sorted(w.unblock_owed), *acked] if d not in failed]
+        w.unblock_owed.clear()
+        for dev in dict.fromkeys(owed):
+            try:
+                md.write(f"dev-{dev}/state", "-blocked")
+                self.events.emit("unblocked", array=md.name, device=dev, reason="bad-blocks-acknowledged")
+            except OSError as e:
+                w.unblock_owed.add(dev)  # acknowledged: the state no longer says blocked, so remember it
+                self._failed("attr-write-failed", array=md.name, attr=f"dev-{dev}/state", error=str(e))
+                ok = False
+        return ok
+
+    def _fail_member(self, md: MdArray, dev: str) -> bool:
+        """Fail a member held blocked for bad blocks that cannot be recorded.
+
+        ``faulty`` first: md fails the device and keeps it blocked (as for any
+        failure), so the next pass records the failure on disk before
+        ``-blocked`` lets writes go on degraded.  mdmon writes
+        ``-external_bbl`` instead, after which md fails the device only on the
+        next ``-blocked`` and releases the writes in the same step, before any
+        metadata says the member failed.  That is the fallback, for when md
+        refuses to fail it (the last working member of its array): then there is
+        nothing to protect, and md must not stay blocked.
+        """
+        try:
+            md.write(f"dev-{dev}/state", "faulty")
+            self.events.emit("member-failed", array=md.name, device=dev, reason="bad blocks not recorded")
+            return True
+        except OSError as e:
+            first = str(e)
+        try:
+            md.write(f"dev-{dev}/state", "-external_bbl")
+            md.write(f"dev-{dev}/state", "-blocked")
+        except OSError as e:
+            self._failed("attr-write-failed", array=md.name, attr=f"dev-{dev}/state", error=f"{first}; {e}")
+            return False
+        self.events.emit(
+            "member-failed",
+            array=md.name,
+            device=dev,
+            reason="bad blocks not recorded",
+            detail=f"md refused faulty ({first}); external_bbl turned off and the device released",
+        )
+        return True
 
     def _refuse_reshape(self, w: Watched) -> bool:
         """Undo mdadm's freeze, so that its ``--grow`` stops before md reshapes (``rules``)."""

@@ -42,7 +42,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from formats.changes import Change, EndMigration, FailDisk, MemberInSync, SetCheckpoint, SetDirty, StartResync
+from formats.changes import (
+    Change,
+    EndMigration,
+    FailDisk,
+    MemberInSync,
+    RecordBadBlock,
+    SetCheckpoint,
+    SetDirty,
+    StartResync,
+)
 from formats.model import Member, MemberState, MigrationType, Volume, VolumeState
 
 from ..kernel.snapshot import ArraySnapshot
@@ -108,6 +117,20 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class BadBlock:
+    """An unacknowledged bad-block range of a member md holds blocked (mdmon.md §2.5)."""
+
+    device: str  # "sdc"
+    sector: int
+    length: int
+    disk_ref: str | None  # the metadata's disk; None: the device names no member to record it for
+
+    @property
+    def change(self) -> RecordBadBlock | None:
+        return None if self.disk_ref is None else RecordBadBlock(self.disk_ref, self.sector, self.length)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything one pass does for one array, in the order it is done.
 
@@ -115,6 +138,14 @@ class Plan:
     written, then ``-blocked`` to each of ``unblock``.  ``remove`` and
     ``check_degraded`` are requests to the manager, which may block.
     ``refuse_reshape``: mdadm is freezing the array for ``--grow``; refuse it.
+
+    ``bad_blocks``: each range is recorded by its ``RecordBadBlock`` in
+    ``changes``; after the commit it is acknowledged (written to the device's
+    ``bad_blocks``), then ``-blocked`` is written to the device.
+    ``bad_blocks_refused``: ranges that cannot be recorded (the metadata
+    cannot keep them, or no member is there to keep them for): their device is
+    failed instead, so that it is never left blocked.  The monitor moves a
+    range here when the format refuses it.
     """
 
     changes: tuple[Change, ...] = ()
@@ -126,6 +157,8 @@ class Plan:
     refuse_reshape: bool = False
     progress: Progress = Progress()
     wake_at: float = math.inf  # a deferred checkpoint falls due then
+    bad_blocks: tuple[BadBlock, ...] = ()
+    bad_blocks_refused: tuple[tuple[BadBlock, str], ...] = ()
 
 
 def keeps_checkpoint(vol: Volume) -> bool:
@@ -187,6 +220,8 @@ def plan(
         assert m.disk_ref is not None
         changes.append(FailDisk(m.disk_ref))
         check_degraded = True
+    bad, refused = _bad_blocks(now, vol)
+    changes.extend(c for b in bad if (c := b.change) is not None)
     if dirty is not None and dirty != vol.dirty:
         changes.insert(0, SetDirty(vol.index, dirty))
 
@@ -201,7 +236,28 @@ def plan(
         refuse_reshape=now.blocked and now.sync_action is SyncAction.FROZEN,
         progress=progress,
         wake_at=wake_at,
+        bad_blocks=bad,
+        bad_blocks_refused=refused,
     )
+
+
+def _bad_blocks(now: ArraySnapshot, vol: Volume) -> tuple[tuple[BadBlock, ...], tuple[tuple[BadBlock, str], ...]]:
+    """The members md holds blocked for unacknowledged bad blocks: what to record, what to refuse."""
+    record: list[BadBlock] = []
+    refused: list[tuple[BadBlock, str]] = []
+    for dev in now.devs:
+        if not dev.awaits_bad_block_ack or not dev.unacked:
+            continue
+        member = _member(vol, dev.slot)
+        usable = member is not None and member.state is not MemberState.FAILED and member.disk_ref is not None
+        for sector, length in dev.unacked:
+            if usable:
+                assert member is not None
+                record.append(BadBlock(dev.name, sector, length, member.disk_ref))
+            else:
+                why = "no member of the volume" if member is None else f"member is {member.state.value}"
+                refused.append((BadBlock(dev.name, sector, length, None), why))
+    return tuple(record), tuple(refused)
 
 
 def _progress(

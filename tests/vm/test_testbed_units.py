@@ -55,3 +55,15 @@ def test_nonzero_extents_and_examine_split() -> None:
         "@@examine /dev/sda\n/dev/sda:\n  a : b\n@@examine /dev/sdb\nno\n@@scan\nARRAY x\n"
     )
     assert per == {"/dev/sda": "/dev/sda:\n  a : b\n", "/dev/sdb": "no\n"} and scan == "ARRAY x\n"
+
+
+def test_blkdebug_drive_keeps_the_image_and_writes_the_config(tmp_path: Path) -> None:
+    plain = vm.Disk(tmp_path / "d0.img", "MDVM00000000")
+    assert vm._drive(plain, 0, tmp_path) == f"file={tmp_path}/d0.img,format=raw,if=none,id=d0,cache=unsafe"
+    conf = '[inject-error]\nevent = "write_aio"\nerrno = "5"\nsector = "8200"\n'
+    faulty = vm.Disk(tmp_path / "d2.img", "MDVM00000002", conf)
+    opt = vm._drive(faulty, 2, tmp_path)
+    assert opt == f"file=blkdebug:{tmp_path}/blkdebug2.conf:{tmp_path}/d2.img,format=raw,if=none,id=d2,cache=unsafe"
+    assert (tmp_path / "blkdebug2.conf").read_text() == conf
+    with pytest.raises(ValueError, match="':' or ','"):
+        vm._drive(vm.Disk(tmp_path / "a:b.img", "MDVM00000003", conf), 3, tmp_path)

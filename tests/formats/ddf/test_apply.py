@@ -405,3 +405,15 @@ def test_pd_table_compacted_after_a_missing_member_is_replaced_lists_each_disk_o
     assert len(refnums) == len(set(refnums)) == new.phys.header.used_pdes, [hex(r) for r in refnums]
     assert int(lost, 16) not in refnums
     assert all(e.guid != b"\xff" * S.GUID_LEN for e in used)
+
+
+def test_bad_blocks_are_refused_ddf_keeps_no_log() -> None:
+    from formats.changes import ClearBadBlock, RecordBadBlock
+
+    c = container("ddf-raid5")
+    ref = c.model().volume(0).members[2].disk_ref
+    assert ref is not None
+    for ch in (RecordBadBlock(ref, 8200, 8), ClearBadBlock(ref, 8200, 8)):
+        with pytest.raises(ChangeRejected, match="no bad-block log"):
+            c.apply([ch], env())
+    assert c.model() == container("ddf-raid5").model()

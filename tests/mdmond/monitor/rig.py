@@ -4,7 +4,9 @@
 reading the metadata back from the disks as mdadm would:
 
 * when ``active`` is written, every disk already says the volume is dirty;
-* when ``-blocked`` is written, every disk already records the member failed;
+* when ``-blocked`` is written, every disk already records the member failed
+  or, for a working member held for bad blocks, every one of its bad blocks;
+* when a bad block is acknowledged (``bad_blocks``), every disk records it;
 * whenever metadata is written, a clean record never lands while md is
   active (writes may be in flight).
 """
@@ -44,10 +46,30 @@ class CheckedArray(SimArray):
     def on_disk(self) -> Container:
         return on_disk(self.handler, self.disks)
 
+    def bad_blocks_on_disk(self, dev: str) -> set[tuple[int, int]]:
+        """The BBM log's ranges for the device's disk, as mdadm would read them back (IMSM only)."""
+        c = self.handler.assemble([self.handler.load(d) for d in self.disks])
+        mpb = getattr(c, "mpb", None)
+        if mpb is None or mpb.bbm is None:
+            return set()
+        idx = next((i for i, d in enumerate(mpb.disks) if d.serial_text == self.refs.get(dev)), -1)
+        return {(e.start, e.marked_count + 1) for e in mpb.bbm.entries if e.disk_ordinal == idx}
+
     def write(self, attr: str, value: str) -> None:
         if attr == "array_state" and value == "active" and not self.on_disk().volume(self.volume).dirty:
             self.violations.append("active written before the dirty record was on disk")
-        if attr.endswith("/state") and value == "-blocked":
+        if attr.endswith("/bad_blocks") and attr.startswith("dev-"):
+            dev = attr[4:].split("/")[0]
+            sector, length = (int(x) for x in value.split())
+            if (sector, length) not in self.bad_blocks_on_disk(dev):
+                self.violations.append(f"bad block {value} of {dev} acknowledged before it was on disk")
+        if attr.endswith("/state") and value == "-blocked" and "faulty" not in self._dev(attr[4:].split("/")[0]).flags:
+            d = self._dev(attr[4:].split("/")[0])
+            if d.unacked and "external_bbl" in d.flags:
+                self.violations.append(f"-blocked written to {d.name} with bad blocks unacknowledged")
+            if not set(d.acked) <= self.bad_blocks_on_disk(d.name):
+                self.violations.append(f"-blocked written to {d.name} before its bad blocks were on disk")
+        elif attr.endswith("/state") and value == "-blocked":
             dev = attr[4:].split("/")[0]
             vol = self.on_disk().volume(self.volume)
             if any(m.disk_ref == self.refs.get(dev) and m.state is not MemberState.FAILED for m in vol.members):
