@@ -45,6 +45,20 @@ class VolumeState(StrEnum):
     UNINITIALIZED = "uninitialized"  # never synced: parity or mirrors not consistent
 
 
+class ConsistencyPolicy(StrEnum):
+    """How md keeps a redundant volume consistent across a crash (md's ``consistency_policy``).
+
+    The daemon needs it because some policies need per-member facts before md
+    accepts a new member: a PPL array refuses a device in a slot without its
+    log's place (``ppl_sector``/``ppl_size``).
+    """
+
+    NONE = "none"  # no redundancy (RAID0, linear)
+    RESYNC = "resync"  # a full resync after an unclean shutdown
+    PPL = "ppl"  # partial parity log in each member's reserved space (RAID5)
+    BITMAP = "bitmap"  # write-intent bitmap
+
+
 class MigrationType(StrEnum):
     """What a volume is in the middle of (IMSM calls every such thing a migration)."""
 
@@ -88,6 +102,14 @@ class Migration:
 
 
 @dataclass(frozen=True)
+class PplArea:
+    """Where a member's partial parity log lives on its disk, as md's ``ppl_sector``/``ppl_size`` take it."""
+
+    sector: int  # absolute, on the member's disk
+    size_sectors: int
+
+
+@dataclass(frozen=True)
 class Volume:
     """A RAID volume (mdadm's "subarray")."""
 
@@ -104,6 +126,17 @@ class Volume:
     state: VolumeState
     dirty: bool
     migration: Migration | None = None
+    consistency_policy: ConsistencyPolicy = ConsistencyPolicy.RESYNC
+    #: PPL only: where each member's log starts, counted from that member's data offset, and
+    #: the size md is given for a member joining (the format's rule, e.g. mdmon's for a spare).
+    ppl_offset_sectors: int = 0
+    ppl_size_sectors: int = 0
+
+    def ppl(self, offset_sectors: int) -> PplArea | None:
+        """The PPL of a member whose data starts at ``offset_sectors``; None unless the policy is PPL."""
+        if self.consistency_policy is not ConsistencyPolicy.PPL:
+            return None
+        return PplArea(offset_sectors + self.ppl_offset_sectors, self.ppl_size_sectors)
 
     def member(self, slot: int) -> Member:
         for m in self.members:

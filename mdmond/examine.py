@@ -46,6 +46,7 @@ def volume_json(c: Container, v: Volume) -> dict[str, Any]:
         "chunk_sectors": v.chunk_sectors,
         "size_sectors": v.size_sectors,
         "component_sectors": v.component_sectors,
+        "consistency_policy": v.consistency_policy.value,
         "members": [
             {
                 "slot": m.slot,
@@ -53,6 +54,9 @@ def volume_json(c: Container, v: Volume) -> dict[str, Any]:
                 "serial": c.serial_of(m.disk_ref),
                 "state": m.state.value,
                 "offset_sectors": m.offset_sectors,
+                "ppl": None
+                if (a := v.ppl(m.offset_sectors)) is None
+                else {"sector": a.sector, "size_sectors": a.size_sectors},
             }
             for m in v.members
         ],

@@ -9,7 +9,12 @@ in the kernel), and activates spares in mdmon's order (mdmon.md §3.5):
    frozen (mdadm's ``external:-`` flag, or a sync running) and no metadata
    update is queued, since a queued update may be the assignment that decides;
 2. freeze (``sync_action`` = ``frozen``), then ``new_dev``, the member's
-   offset and size, its ``slot``;
+   offset and size, for an array md runs with a partial parity log the
+   member's log (``ppl_sector``, ``ppl_size``: md refuses a PPL array's slot
+   to a device without one), then its ``slot``; a disk md refuses is reported
+   once (``spare-refused``) and not offered to that array again until it
+   leaves the container (a bitmap array needs nothing per member: md writes
+   its bitmap to the new member itself);
 3. the assignment goes through the update queue and is on every disk;
 4. only then ``recover``.
 
@@ -47,7 +52,7 @@ import formats
 from formats.blockio import Disk, FileDisk
 from formats.changes import ActivateSpare, AddSpare, RemoveDisk
 from formats.errors import ChangeRejected, DiskIOError, MetadataError
-from formats.model import Container, DiskState, MemberState, MigrationType, Volume
+from formats.model import Container, DiskState, MemberState, MigrationType, PplArea, Volume
 from formats.model import Disk as NamedDisk  # a disk the metadata names (blockio.Disk is one to read and write)
 
 from .events import EventLog
@@ -114,6 +119,9 @@ class Manager:
         self.vanished: dict[str, str | None] = {}
         #: The container's disks as last seen in /proc/mdstat (None until the first scan: the baseline).
         self.container_disks: set[str] | None = None
+        #: Per array, the disks (refs) md or the format refused as its spare: never offered again, so a
+        #: refusal is reported once instead of retried for ever; forgotten when the disk leaves.
+        self.refused: dict[str, set[str]] = {}
         monitor.on_request = self.request
 
     # -- requests from the monitor and the control socket ---------------------------
@@ -221,6 +229,7 @@ class Manager:
         for name in set(self.arrays) - seen:
             del self.arrays[name]
             self.volumes.pop(name, None)
+            self.refused.pop(name, None)
         if disks is not None:
             await self._follow_container(disks)
 
@@ -324,6 +333,8 @@ class Manager:
         ref = self._ref_of(dev)
         if ref is None:
             return  # never recorded (refused when it came)
+        for refs in self.refused.values():
+            refs.discard(ref)  # if it comes back, it is a disk to try again
         disk = self.store.metadata.disks().get(ref)
         try:
             await self.monitor.queue.submit([RemoveDisk(ref)])
@@ -418,9 +429,10 @@ class Manager:
         chosen: list[tuple[int, str, str]] = []
         planned: Volume | None = None  # the volume as the metadata will record the chosen spares
         refused: dict[str, str] = {}
+        set_aside = self.refused.get(r.array, set())  # refused by md before: not offered again
         for slot in (s for s in empty if s not in occupied):
             spare = None
-            for ref, dev in self._candidates(model, vol, taken={ref for _, ref, _ in chosen}):
+            for ref, dev in self._candidates(model, vol, taken=set_aside | {ref for _, ref, _ in chosen}):
                 # The format has the last word (extents, sizes, what it can record): the first
                 # candidate it accepts, together with those already chosen, is taken.
                 trial = [ActivateSpare(vol.index, s, c) for s, c, _ in chosen] + [ActivateSpare(vol.index, slot, ref)]
@@ -494,23 +506,32 @@ class Manager:
         # guess that differed would have md rebuild where the next assembly does not read.
         offsets = {m.slot: m.offset_sectors for m in planned.members}
         try:
+            ppls = {slot: self._ppl(md, planned, offsets[slot]) for slot, _, _ in chosen}
+        except _NoPpl as e:
+            self._refuse(array, chosen, str(e))
+            return True
+        try:
             md.write("sync_action", "frozen")
         except OSError as e:
             self.events.emit("spare-add-failed", array=array, device=chosen[0][2], error=str(e))
             return False
         bound: list[str] = []
-        try:
-            for slot, _ref, dev in chosen:
+        for slot, ref, dev in chosen:
+            try:
                 md.write_once("new_dev", self.kernel.device_number(dev))
                 bound.append(dev)
-                self._place(md, dev, offset=offsets[slot], size_kib=vol.component_sectors // 2, slot=slot, start=0)
+                size = vol.component_sectors // 2
+                self._place(md, dev, offset=offsets[slot], size_kib=size, slot=slot, start=0, ppl=ppls[slot])
                 md.add_device(f"dev-{dev}")
-        except OSError as e:
-            self.events.emit("spare-add-failed", array=array, device=dev, error=str(e))
-            for d in bound:
-                self._take_back(md, d)
-            self._unfreeze(md)
-            return False
+            except OSError as e:
+                # md will not take this disk (PPL space, size, a slot it refuses ...): asking again
+                # would be refused again, so the disk is set aside for this array, reported once.
+                for d in bound:
+                    self._take_back(md, d)
+                self._unfreeze(md)
+                self._refuse(array, [(slot, ref, dev)], str(e))
+                self.request(Request("spare", array, vol.index))  # another disk may do
+                return True
         try:
             await self.monitor.queue.submit(changes)
         except (ChangeRejected, MetadataError, CommitFailed, OSError) as e:
@@ -519,6 +540,8 @@ class Manager:
             for d in bound:
                 self._take_back(md, d)
             self._unfreeze(md)
+            if isinstance(e, ChangeRejected):  # the format's no stands for these disks: do not ask again
+                self.refused.setdefault(array, set()).update(ref for _, ref, _ in chosen)
             return True
         self._unfreeze(md, "recover")
         for slot, ref, dev in chosen:
@@ -527,16 +550,46 @@ class Manager:
             )
         return True
 
-    @staticmethod
-    def _place(md: ManagedArray, dev: str, *, offset: int, size_kib: int, slot: int, start: int) -> None:
-        """Give a just-bound device its extent, its rebuild start, then its slot.
+    def _refuse(self, array: str, disks: list[tuple[int, str, str]], error: str) -> None:
+        """Set the disks aside for this array and say so, once."""
+        self.refused.setdefault(array, set()).update(ref for _, ref, _ in disks)
+        for slot, ref, dev in disks:
+            self.events.emit("spare-refused", array=array, slot=slot, disk=ref, device=dev, error=error)
 
-        The order is md's: ``offset`` before ``size`` (overlap checks), and
-        ``recovery_start`` before ``slot`` (a running array refuses both once
-        the device holds a slot, with EBUSY).
+    def _ppl(self, md: ManagedArray, vol: Volume, offset: int) -> PplArea | None:
+        """The log a member at ``offset`` needs, if md runs the array with PPL (mdmon asks md, too).
+
+        md's policy decides, not the metadata's: mdadm falls back to resync on a
+        kernel without PPL, and md takes no log for a resync array.
+        """
+        try:
+            policy = md.read("consistency_policy").strip()
+        except OSError:
+            return None  # a kernel without the attribute has no PPL either
+        if policy != "ppl":
+            return None
+        ppl = vol.ppl(offset)
+        if ppl is None:
+            raise _NoPpl(f"md runs {md.name} with PPL, the metadata records none for volume {vol.index}")
+        return ppl
+
+    @staticmethod
+    def _place(
+        md: ManagedArray, dev: str, *, offset: int, size_kib: int, slot: int, start: int, ppl: PplArea | None = None
+    ) -> None:
+        """Give a just-bound device its extent, its log, its rebuild start, then its slot.
+
+        The order is md's (and mdmon's sysfs_add_disk): ``offset`` before
+        ``size`` (overlap checks); ``ppl_sector``/``ppl_size`` and
+        ``recovery_start`` before ``slot``: taking the slot, a PPL array checks
+        the log (raid5-ppl.c ppl_validate_rdev) and a running array refuses
+        all of these once the device holds a slot, with EBUSY.
         """
         md.write_once(f"dev-{dev}/offset", str(offset))
         md.write_once(f"dev-{dev}/size", str(size_kib))
+        if ppl is not None:
+            md.write_once(f"dev-{dev}/ppl_sector", str(ppl.sector))
+            md.write_once(f"dev-{dev}/ppl_size", str(ppl.size_sectors))
         md.write_once(f"dev-{dev}/recovery_start", str(start))
         md.write_once(f"dev-{dev}/slot", str(slot))
 
@@ -579,12 +632,13 @@ class Manager:
             dev = disk.path.removeprefix("/dev/")
             bound = False
             try:
+                ppl = self._ppl(md, vol, m.offset_sectors)
                 md.write_once("new_dev", self.kernel.device_number(dev))
                 bound = True
                 size = vol.component_sectors // 2
-                self._place(md, dev, offset=m.offset_sectors, size_kib=size, slot=m.slot, start=start)
+                self._place(md, dev, offset=m.offset_sectors, size_kib=size, slot=m.slot, start=start, ppl=ppl)
                 md.add_device(f"dev-{dev}")
-            except OSError as e:
+            except (OSError, _NoPpl) as e:
                 self.events.emit("resume-failed", array=name, device=dev, error=str(e))
                 if bound:
                     self._take_back(md, dev)
@@ -592,6 +646,10 @@ class Manager:
             self.events.emit(
                 "rebuild-resumed", array=name, volume=volume, slot=m.slot, disk=m.disk_ref, recovery_start=start
             )
+
+
+class _NoPpl(Exception):
+    """md runs the array with PPL, and the metadata says nothing of where the log is."""
 
 
 def _frozen(md: ManagedArray) -> bool:

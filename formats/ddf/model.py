@@ -14,7 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..model import Container, Disk, DiskState, Member, MemberState, Migration, MigrationType, Volume, VolumeState
+from ..model import (
+    ConsistencyPolicy,
+    Container,
+    Disk,
+    DiskState,
+    Member,
+    MemberState,
+    Migration,
+    MigrationType,
+    Volume,
+    VolumeState,
+)
 from . import structs as S
 from .codec import FORMAT, text
 from .geometry import container_uuid, md_layout, member_refs, volume_uuid
@@ -113,6 +124,7 @@ def volume(
         state=vstate,
         dirty=bool(ve.state & S.VD_INCONSISTENT),
         migration=migration,
+        consistency_policy=ConsistencyPolicy.NONE if level <= 0 else ConsistencyPolicy.RESYNC,
     )
 
 

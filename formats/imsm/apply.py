@@ -381,7 +381,7 @@ def _end_migration(mpb: MpbRec, dev: DevRec) -> None:
 def _set_dirty(dev: DevRec, dirty: bool) -> None:
     if dirty:
         dev.vol.dirty = S.RAIDVOL_DIRTY
-        if dev.rwh_policy in (1, 3):
+        if dev.rwh_policy in (S.RWH_DISTRIBUTED, S.RWH_MULTIPLE_DISTRIBUTED):
             dev.vol.dirty |= S.RAIDVOL_DSRECORD_VALID
     else:
         dev.vol.dirty = 0

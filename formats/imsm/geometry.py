@@ -42,6 +42,34 @@ def component_size(dev: DevRec, hi_valid: bool, sector_size: int) -> int:
     return comp
 
 
+def consistency_policy(dev: DevRec) -> str:
+    """getinfo_super_imsm_volume: ``ppl`` for a RAID5 with distributed PPL(s), ``none`` for RAID0,
+    ``bitmap`` for RWH_BITMAP, else ``resync`` (journaling-drive PPLs are not PPL to mdadm 4.2)."""
+    level = dev.map_x.level
+    if level == 5 and dev.rwh_policy in (S.RWH_DISTRIBUTED, S.RWH_MULTIPLE_DISTRIBUTED):
+        return "ppl"
+    if level <= 0:
+        return "none"
+    return "bitmap" if dev.rwh_policy == S.RWH_BITMAP else "resync"
+
+
+def ppl_offset(dev: DevRec, hi_valid: bool) -> int:
+    """get_ppl_sector less the data offset: the log follows the member's data stripes (first map)."""
+    m = dev.map0
+    return m.num_data_stripes(hi_valid) * m.blocks_per_strip
+
+
+def ppl_size(dev: DevRec) -> int:
+    """What mdadm 4.2 gives md as ``ppl_size``, in sectors.
+
+    At assembly (getinfo) a single-PPL volume gets one log (header and entry
+    space), but its validate_ppl_imsm then converts it to the 1 MiB multiple-PPL
+    area, the size imsm_activate_spare always gives a spare; so both cases end
+    with the area, and that is what a member joining a running volume gets.
+    """
+    return S.MULTIPLE_PPL_AREA_SIZE // 512
+
+
 def _parity_segment_depth(m: MapRec) -> int:
     if m.level in (1, 10):
         return m.blocks_per_strip * m.num_domains

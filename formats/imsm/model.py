@@ -4,9 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..model import Container, Disk, DiskState, Member, MemberState, Migration, MigrationType, Volume, VolumeState
+from ..model import (
+    ConsistencyPolicy,
+    Container,
+    Disk,
+    DiskState,
+    Member,
+    MemberState,
+    Migration,
+    MigrationType,
+    Volume,
+    VolumeState,
+)
 from . import structs as S
-from .geometry import blocks_per_migr_unit, component_size, container_uuid, md_layout, volume_uuid
+from .geometry import (
+    blocks_per_migr_unit,
+    component_size,
+    consistency_policy,
+    container_uuid,
+    md_layout,
+    ppl_offset,
+    ppl_size,
+    volume_uuid,
+)
 from .records import DevRec, DiskRec, MpbRec
 
 _MAP_STATE = {
@@ -88,6 +108,8 @@ def volume(mpb: MpbRec, index: int, sector_size: int, gen_migr_bpu: int | None =
         migration = Migration(
             type=migration_type(dev), checkpoint_sectors=dev.vol.curr_migr_unit * bpu if bpu else None
         )
+    policy = ConsistencyPolicy(consistency_policy(dev))
+    ppl = policy is ConsistencyPolicy.PPL
     return Volume(
         index=index,
         name=dev.name,
@@ -102,6 +124,9 @@ def volume(mpb: MpbRec, index: int, sector_size: int, gen_migr_bpu: int | None =
         state=_MAP_STATE[analysed.map_state],
         dirty=bool(dev.vol.dirty & S.RAIDVOL_DIRTY),
         migration=migration,
+        consistency_policy=policy,
+        ppl_offset_sectors=ppl_offset(dev, mpb.hi_valid) if ppl else 0,
+        ppl_size_sectors=ppl_size(dev) if ppl else 0,
     )
 
 

@@ -219,4 +219,13 @@ MAX_MPB_SIZE = MPB_SECTOR_CNT * 512
 IMSM_4K_DIV = 8
 
 RWH_OFF = 0
+RWH_DISTRIBUTED = 1  # one PPL per member
+RWH_JOURNALING_DRIVE = 2
+RWH_MULTIPLE_DISTRIBUTED = 3  # a 1 MiB area of PPLs per member (what mdadm 4.2 creates)
+RWH_MULTIPLE_PPLS_JOURNALING_DRIVE = 4
 RWH_MULTIPLE_OFF = 5
+RWH_BITMAP = 6
+#: PPL sizes (super-intel.c): one log's header and entries, and the multiple-PPL area.
+PPL_HEADER_SIZE = 4096
+PPL_ENTRY_SPACE = 128 * 1024
+MULTIPLE_PPL_AREA_SIZE = 1024 * 1024

@@ -85,6 +85,8 @@ class SimDevice:
     unacked: list[tuple[int, int]] = field(default_factory=list)  # (sector, length)
     acked: list[tuple[int, int]] = field(default_factory=list)
     bb_blocked: bool = False  # md's BlockedBadBlocks: I/O waits for -blocked
+    ppl_sector: int = 0  # absolute, for external metadata (md.c ppl_sector_store)
+    ppl_size: int = 0  # sectors
 
     def state_text(self) -> str:
         # md derives "spare" (state_show): any working device not in sync, including one
@@ -101,6 +103,10 @@ class SimDevice:
         """md holds I/O to this device (md_wait_for_blocked_rdev)."""
         return "blocked" in self.flags or self.bb_blocked or (bool(self.unacked) and "faulty" not in self.flags)
 
+
+#: raid5-ppl.c: the log's header, and the unit its entry space is rounded down to (a 4 KiB stripe).
+_PPL_HEADER_SECTORS = 8
+_STRIPE_SECTORS = 8
 
 # The order md's state_show prints flags in.
 _FLAG_ORDER = (
@@ -133,7 +139,9 @@ class SimArray:
         resync_start: int | None = None,
         metadata_version: str = "external:/md127/0",
         sync_speed: int = DEFAULT_SYNC_SPEED,
+        consistency_policy: str | None = None,
     ) -> None:
+        """``consistency_policy``: what mdadm set before starting the array (``ppl``); default md's own."""
         self.name = name
         self._state = state
         self.safe_mode_delay = safe_mode_delay
@@ -146,6 +154,7 @@ class SimArray:
         self.start_dirty_degraded = False
         self.metadata_version = metadata_version
         self.sync_speed = sync_speed
+        self.consistency_policy = consistency_policy or ("none" if level == 0 else "resync")
         self.devs: dict[str, SimDevice] = {}
         for slot, dev in enumerate(devices):
             self.devs[dev] = SimDevice(dev, slot, {"in_sync"})
@@ -222,6 +231,8 @@ class SimArray:
             if what in ("bad_blocks", "unacknowledged_bad_blocks"):
                 ranges = d.acked if what == "bad_blocks" else d.unacked
                 return "".join(f"{a} {n}\n" for a, n in sorted(ranges))
+            if what in ("ppl_sector", "ppl_size"):
+                return str(getattr(d, what)) + "\n"
             raise OSError(errno.ENOENT, f"{self.name}: no attribute {attr}")
         return self._array_attr(attr) + "\n"
 
@@ -229,7 +240,7 @@ class SimArray:
         if attr in _REDUNDANCY_ATTRS and not self.has_redundancy_attrs:
             raise OSError(errno.ENOENT, f"{self.name}: no attribute {attr} (no sync thread)")
         if attr == "consistency_policy":
-            return "unknown" if not self._state.running else ("none" if self.level == 0 else "resync")
+            return "unknown" if not self._state.running else self.consistency_policy
         if attr == "sync_action":
             idle = self.sync_action is SyncAction.IDLE
             return "frozen" if self.frozen and idle else self.sync_action.value
@@ -542,6 +553,8 @@ class SimArray:
             slot = None if value == "none" else int(value)
             if slot is not None and any(o.slot == slot and o is not d for o in self.devs.values()):
                 raise OSError(errno.EBUSY, f"{self.name}: slot {slot} is taken")
+            if slot is not None and self._state.running and self.consistency_policy == "ppl":
+                self._validate_ppl(d)
             d.slot = slot
             if slot is None:
                 d.flags.add("spare")
@@ -557,6 +570,13 @@ class SimArray:
                 d.offset = int(value)
             else:
                 d.size_kib = int(value)
+        elif what in ("ppl_sector", "ppl_size"):
+            # md.c ppl_sector_store/ppl_size_store: fixed once the device holds a slot of a PPL array.
+            if self._state.running and self.consistency_policy == "ppl" and d.slot is not None:
+                raise OSError(errno.EBUSY, f"{self.name}: {d.name} is an active member of a PPL array")
+            if not value.isdigit():
+                raise OSError(errno.EINVAL, f"{self.name}: dev-{d.name}/{what} {value!r}")
+            setattr(d, what, int(value))
         elif what == "recovery_start":
             if self._state.running and d.slot is not None and self.sync_action is not SyncAction.IDLE:
                 raise OSError(errno.EBUSY, f"{self.name}: recovery is running")
@@ -593,6 +613,20 @@ class SimArray:
                 if r not in d.acked:
                     d.acked.append(r)
         self._notify()  # rdev_set_badblocks notifies the device's state
+
+    def _validate_ppl(self, d: SimDevice) -> None:
+        """raid5-ppl.c ppl_validate_rdev, run when a running PPL array takes a device into a slot.
+
+        The log needs room beyond its 4 KiB header (whole 4 KiB stripes) and
+        must not overlap the member's data; else the slot write fails.
+        """
+        data = (d.ppl_size - _PPL_HEADER_SECTORS) // _STRIPE_SECTORS * _STRIPE_SECTORS
+        if data <= 0:
+            raise OSError(errno.ENOSPC, f"{self.name}: PPL space too small on {d.name}")
+        end = d.offset + 2 * d.size_kib
+        log_end = d.ppl_sector + data + _PPL_HEADER_SECTORS
+        if (d.ppl_sector < d.offset < log_end) or (d.offset <= d.ppl_sector < end):
+            raise OSError(errno.EINVAL, f"{self.name}: PPL space overlaps with data on {d.name}")
 
     # The sync thread: one pass at a time, progress in 1/16 steps.
 

@@ -31,12 +31,13 @@ ARRAY_ATTRS = (
     "metadata_version",
     "degraded",
     "safe_mode_delay",
+    "consistency_policy",  # the manager: a PPL array's new member needs its log before its slot
 )
 ARRAY_WATCHED = ("array_state", "sync_action", "sync_completed")
 #: md's redundancy group: absent for a personality without a sync thread (RAID0; seen on the
 #: real kernel in the test bed and in every transcript's RAID0), so optional.  Reading one
 #: that is absent fails with ENOENT, as reading any attribute not opened does.
-ARRAY_OPTIONAL = ("sync_action", "sync_completed", "degraded")
+ARRAY_OPTIONAL = ("sync_action", "sync_completed", "degraded", "consistency_policy")  # last: old kernels lack it
 #: Per-device attributes, and which notify.
 DEV_ATTRS = ("state", "slot", "recovery_start")
 DEV_WATCHED = ("state",)

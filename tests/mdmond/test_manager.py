@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
+import random
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -13,6 +16,8 @@ from trio.testing import MockClock
 
 import formats
 from formats.blockio import Disk, FileDisk
+from formats.changes import Environment, MdadmUpdate
+from formats.imsm import structs as IMSM
 from formats.model import Container, DiskState, MemberState, VolumeState
 from mdmond.kernel.simulated import SimArray, SimDevice, SimKernel
 from mdmond.kernel.values import ArrayState as S
@@ -24,6 +29,9 @@ from tests.golden import disk_count, overlay
 
 from .monitor.rig import on_disk
 from .test_metadata import inline
+
+ENV = Environment(now=lambda: 1_700_000_000.0, rng=random.Random(5))
+UPDATE_RWH_POLICY = 11  # IMSM enum imsm_update_type
 
 
 class ContainerKernel(SimKernel):
@@ -50,12 +58,22 @@ class World:
         state: S = S.READONLY,
         missing: str | None = None,
         started: list[int] | None = None,
+        rwh_policy: int | None = None,
+        md_policy: str | None = None,
     ) -> None:
-        """``assembled``: the members md was given (default: all present); ``missing``: a disk not in the container."""
+        """``assembled``: the members md was given (default: all present); ``missing``: a disk not in the container.
+
+        ``rwh_policy``: volume 0's IMSM write-hole policy, set through mdadm's update (``--update-subarray=ppl``);
+        ``md_policy``: the ``consistency_policy`` mdadm started the arrays with (``ppl``: each member gets the log
+        the metadata gives it, as mdadm's assembly does).
+        """
         self.h = formats.handler(scenario.split("-")[0])
         self.disks = [overlay(scenario, n) for n in range(disk_count(scenario))]
         present = [d for d in self.disks if d.name != f"/dev/{missing}"]
-        self.store = MetadataStore(self.h.assemble([self.h.load(d) for d in present]), runner=inline)
+        c = self.h.assemble([self.h.load(d) for d in present])
+        if rwh_policy is not None:
+            c = c.apply([MdadmUpdate(struct.pack("@iii", UPDATE_RWH_POLICY, rwh_policy, 0))], ENV)
+        self.store = MetadataStore(c, runner=inline)
         model = self.store.model()
         self.kernel = ContainerKernel()
         self.kernel.add_container("md127", model.format, [d.name.removeprefix("/dev/") for d in present])
@@ -76,9 +94,20 @@ class World:
                 devices=(),
                 component_sectors=vol.component_sectors,
                 metadata_version=f"external:/md127/{vol.index}",
+                consistency_policy=md_policy,
             )
             for s in slots:
-                md.devs[by_slot[s]] = SimDevice(by_slot[s], s, {"in_sync"})
+                m = vol.member(s)
+                log = vol.ppl(m.offset_sectors) if md_policy == "ppl" else None
+                md.devs[by_slot[s]] = SimDevice(
+                    by_slot[s],
+                    s,
+                    {"in_sync"},
+                    offset=m.offset_sectors,
+                    size_kib=vol.component_sectors // 2,
+                    ppl_sector=log.sector if log else 0,
+                    ppl_size=log.size_sectors if log else 0,
+                )
             md.raid_disks = vol.raid_disks
             self.kernel.add_array(md)
             self.mds.append(md)
@@ -561,3 +590,63 @@ async def test_unfit_disk_is_refused_and_let_go(tmp_path: Path, autojump_clock: 
     await w.run(body)
     assert len(w.store.model().disks) == 3
     assert tiny.closed
+
+
+# -- write-hole policies (mdmon.md §3.5, sysfs_add_disk) -------------------------------------------
+
+
+def _fail_sdb_and_wait_for(w: World, cond: Callable[[], bool]) -> Callable[[], Awaitable[None]]:
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        await w.md.submit_write()
+        w.md.fail_device("sdb")
+        await until(lambda: "sdb" not in w.md.devs)
+        await until(cond)
+        await trio.sleep(5)  # long enough for a retry loop to show
+
+    return body
+
+
+async def test_spare_of_a_ppl_array_gets_the_members_log_before_its_slot(autojump_clock: MockClock) -> None:
+    """md takes a PPL array's new member only with its log in place (the simulator checks as
+    raid5-ppl.c ppl_validate_rdev does when the slot is written)."""
+    w = World("imsm-raid5-spare", state=S.ACTIVE, rwh_policy=IMSM.RWH_MULTIPLE_DISTRIBUTED, md_policy="ppl")
+    done = lambda: "sdd" in w.md.devs and "in_sync" in w.md.devs["sdd"].flags  # noqa: E731
+    await w.run(_fail_sdb_and_wait_for(w, done))
+    new, other = w.md.devs["sdd"], w.md.devs["sda"]
+    assert new.slot == 1 and new.ppl_size > 0
+    assert (new.ppl_sector, new.ppl_size, new.offset) == (other.ppl_sector, other.ppl_size, other.offset)
+    vol = w.model().volume(0)
+    assert vol.member(1).disk_ref == "MDVM00000003" and vol.state is VolumeState.NORMAL
+    assert "spare-refused" not in w.monitor.events.kinds()
+
+
+async def test_resync_array_gets_no_log_whatever_the_metadata_says(autojump_clock: MockClock) -> None:
+    """mdadm falls back to resync on a kernel without PPL: md's policy decides, as in mdmon."""
+    w = World("imsm-raid5-spare", state=S.ACTIVE, rwh_policy=IMSM.RWH_MULTIPLE_DISTRIBUTED, md_policy="resync")
+    done = lambda: "sdd" in w.md.devs and "in_sync" in w.md.devs["sdd"].flags  # noqa: E731
+    await w.run(_fail_sdb_and_wait_for(w, done))
+    assert (w.md.devs["sdd"].ppl_sector, w.md.devs["sdd"].ppl_size) == (0, 0)
+
+
+@pytest.mark.parametrize("how", ["md-refuses-the-slot", "no-log-in-the-metadata"])
+async def test_spare_refused_is_reported_once_and_not_retried(how: str, autojump_clock: MockClock) -> None:
+    """A disk md will not take (here: its slot write fails, or md runs PPL and the metadata has no
+    log for it) is set aside for the array and reported once; nothing is recorded, nothing rebuilt."""
+    rwh = IMSM.RWH_MULTIPLE_DISTRIBUTED if how == "md-refuses-the-slot" else None
+    w = World("imsm-raid5-spare", state=S.ACTIVE, rwh_policy=rwh, md_policy="ppl")
+    if how == "md-refuses-the-slot":
+        w.md.inject_write_error("dev-sdd/slot", errno.ENOSPC, times=1000)
+    refused = lambda: "spare-refused" in w.monitor.events.kinds()  # noqa: E731
+    await w.run(_fail_sdb_and_wait_for(w, refused))
+    kinds = w.monitor.events.kinds()
+    assert kinds.count("spare-refused") == 1 and "spare-activated" not in kinds, kinds
+    (e,) = [e for e in w.monitor.events.records if e.kind == "spare-refused"]
+    assert e.fields["device"] == "sdd" and e.fields["disk"] == "MDVM00000003"
+    if how == "md-refuses-the-slot":
+        # Two writes in all, no retry loop: the slot, then the take-back's "none".
+        assert len(w.md._write_errors["dev-sdd/slot"]) == 998
+        assert "ENOSPC" in e.fields["error"] or "injected" in e.fields["error"]
+    assert "sdd" not in w.md.devs  # taken back out before the unfreeze
+    assert w.md.sync_action is SyncAction.IDLE and not w.md.frozen
+    assert w.model().volume(0).member(1).disk_ref != "MDVM00000003"

@@ -18,6 +18,15 @@ from typing import Any
 from tests.mdadm_examine import Examine, parse, split_arrow
 
 _IMSM_MIGRATION = {"rebuild": "rebuild", "initialize": "init", "verify": "verify", "repair": "repair"}
+#: mdadm's "RWH Policy" text -> md's consistency policy (getinfo_super_imsm_volume), for a RAID5.
+_IMSM_RWH = {
+    "off": "resync",
+    "PPL distributed": "ppl",
+    "Multiple distributed PPLs": "ppl",
+    "PPL journaling drive": "resync",
+    "Multiple PPLs on journaling drive": "resync",
+    "Write-intent bitmap": "bitmap",
+}
 _DDF_LEVEL = {"RAID0": 0, "RAID1": 1, "RAID5": 5, "RAID6": 6}
 
 
@@ -84,6 +93,9 @@ def _imsm(ex: Examine, got: dict[str, Any], where: str) -> list[str]:
         chunk = split_arrow(xv["Chunk Size"])
         chunk_kib = int((chunk[1] or chunk[0]).split()[0])
         eq(f"{w} chunk", 0 if v["level"] == 1 else chunk_kib * 2, v["chunk_sectors"])
+        rwh = _IMSM_RWH.get(xv.get("RWH Policy", ""))
+        if rwh is not None and v["level"] == 5:
+            eq(f"{w} consistency policy", rwh, v["consistency_policy"])
         mig = xv.get("Migrate State", "idle")
         if mig == "idle":
             eq(f"{w} migration", None, v["migration"])

@@ -30,6 +30,7 @@ def tree(tmp_path: Path, devs: dict[str, tuple[str, str, str]]) -> Path:
         "metadata_version": "external:/md127/0\n",
         "degraded": "1\n",
         "safe_mode_delay": "4.000\n",
+        "consistency_policy": "ppl\n",
     }
     for attr in ARRAY_ATTRS:
         (md / attr).write_text(values[attr])
