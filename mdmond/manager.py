@@ -46,7 +46,7 @@ import trio
 from formats.blockio import Disk, FileDisk
 from formats.changes import ActivateSpare, AddSpare, RemoveDisk
 from formats.errors import ChangeRejected, DiskIOError, MetadataError
-from formats.model import Container, DiskState, MemberState, MigrationType, Volume
+from formats.model import Container, DiskState, MemberState, MigrationType, Volume, VolumeState
 from formats.model import Disk as NamedDisk  # a disk the metadata names (blockio.Disk is one to read and write)
 
 from .events import EventLog
@@ -335,6 +335,11 @@ class Manager:
             return False
         model = self.store.model()
         vol = model.volume(r.volume)
+        if vol.state is not VolumeState.DEGRADED:
+            # Nothing to rebuild (normal), nothing to rebuild from (failed: a RAID5 that lost two),
+            # or never synced: mdmon's activate_spare refuses all three, and md would refuse the
+            # slot of a failed array anyway (raid5_add_disk: EINVAL).
+            return True
         occupied = {d.slot for d in snap.devs if d.slot is not None and not d.state.faulty}
         empty = [m.slot for m in vol.members if m.state in (MemberState.FAILED, MemberState.MISSING)]
         chosen: list[tuple[int, str, str]] = []
@@ -411,11 +416,14 @@ class Manager:
                 self._place(md, dev, offset=offset, size_kib=vol.component_sectors // 2, slot=slot, start=0)
                 md.add_device(f"dev-{dev}")
         except OSError as e:
+            # md refused the spare.  Not retried on a timer (mdmon neither): a refusal that
+            # stands would be asked again every RETRY, forever; the next failure, finished sync
+            # or container change asks again.
             self.events.emit("spare-add-failed", array=array, device=dev, error=str(e))
             for d in bound:
                 self._take_back(md, d)
             self._unfreeze(md)
-            return False
+            return True
         try:
             await self.monitor.queue.submit([ActivateSpare(vol.index, slot, ref) for slot, ref, _ in chosen])
         except (ChangeRejected, MetadataError, CommitFailed, OSError) as e:
