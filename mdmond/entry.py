@@ -25,7 +25,7 @@ import trio
 
 from . import host
 from .daemon import Daemon, Options
-from .process import detach, fork_and_wait, in_initrd, mark_root_storage_daemon
+from .process import detach, fork_and_wait, in_initrd, mark_root_storage_daemon, name_as_mdmon
 from .service import RUN_DIR
 from .sinks import Journal, JsonLines, Sink, Stderr
 
@@ -150,6 +150,7 @@ def mdmon_main(argv: Sequence[str] | None = None) -> int:
     if "help" in flags:
         print(MDMON_USAGE, end="")
         return 0
+    name_as_mdmon()  # before the '@' mark, which then reads "@dmon"
     if "offroot" in flags or in_initrd():
         mark_root_storage_daemon()
     run_dir = Path(os.environ.get("MDMOND_RUN_DIR", str(RUN_DIR)))

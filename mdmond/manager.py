@@ -52,7 +52,7 @@ import formats
 from formats.blockio import Disk, FileDisk
 from formats.changes import ActivateSpare, AddSpare, RemoveDisk
 from formats.errors import ChangeRejected, DiskIOError, MetadataError
-from formats.model import Container, DiskState, MemberState, MigrationType, PplArea, Volume
+from formats.model import Container, DiskState, MemberState, MigrationType, PplArea, Volume, VolumeState
 from formats.model import Disk as NamedDisk  # a disk the metadata names (blockio.Disk is one to read and write)
 
 from .events import EventLog
@@ -424,6 +424,11 @@ class Manager:
             return False
         model = self.store.model()
         vol = model.volume(r.volume)
+        if vol.state is not VolumeState.DEGRADED:
+            # Nothing to rebuild (normal), nothing to rebuild from (failed: a RAID5 that lost two),
+            # or never synced: mdmon's activate_spare refuses all three, and md would refuse the
+            # slot of a failed array anyway (raid5_add_disk: EINVAL).
+            return True
         occupied = {d.slot for d in snap.devs if d.slot is not None and not d.state.faulty}
         empty = [m.slot for m in vol.members if m.state in (MemberState.FAILED, MemberState.MISSING)]
         chosen: list[tuple[int, str, str]] = []

@@ -49,6 +49,36 @@ def mark_root_storage_daemon() -> bool:
     return True
 
 
+def name_as_mdmon() -> bool:
+    """Make ``argv[0]`` say ``mdmon`` when it does not, so that stock mdmon can take over from us.
+
+    mdadm 4.2's ``try_kill_monitor`` signals the pid in the pid file only if
+    ``strstr`` finds "mdmon" or "@dmon" in ``/proc/PID/cmdline``, read as one C
+    string: argv[0] alone.  Ours is the interpreter's path (``python -m``, or
+    a console script's shebang), so ``mdmon --takeover`` left us running beside
+    it (seen in the VM).  argv[0] is rewritten in place, cut to "mdmon" and the
+    rest of it zeroed, through ``/proc/self/mem`` as for the '@' mark; arguments
+    after it are untouched.  Returns False where that is not allowed.
+    """
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0", 1)[0]
+        if b"mdmon" in argv0 or b"@dmon" in argv0:
+            return True
+        if len(argv0) < len(b"mdmon"):
+            return False
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        arg_start = int(fields[48 - 3])
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(arg_start)
+            mem.write(b"mdmon".ljust(len(argv0), b"\0"))
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
 def lock_memory() -> int:
     """``mlockall(MCL_CURRENT|MCL_FUTURE)``: no page fault may wait on swap on an array we must unblock.
 

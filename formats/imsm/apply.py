@@ -263,6 +263,8 @@ def _activate_spare(c: IMSMContainer, ch: ActivateSpare, env: Environment) -> No
     joining = bool(dev.vol.migr_state)
     if joining and (dev.vol.migr_type != S.MIGR_REBUILD or dev.vol.curr_migr_unit != 0):
         raise ChangeRejected(f"imsm: volume {dev.name} is already migrating")
+    if m0.map_state == S.MAP_STATE_FAILED:
+        raise ChangeRejected(f"imsm: volume {dev.name} has failed; nothing to rebuild from")
     victim = dev.map_x.idx(ch.slot)
     vdisk = mpb.disks[victim]
     if not (vdisk.is_failed or m0.rebuilding(ch.slot)):

@@ -66,6 +66,8 @@ DEFAULT_SYNC_SPEED = 20480
 #: md publishes ``sync_completed`` every 1/16 of the pass (md_do_sync).
 PROGRESS_STEPS = 16
 
+#: Members a parity array can lose and still run (raid5.c: max_degraded).
+_MAX_DEGRADED = {4: 1, 5: 1, 6: 2}
 _STOPPED = (ArrayState.CLEAR, ArrayState.INACTIVE, ArrayState.UNREADABLE)
 #: md's redundancy group: absent for a RAID0 and for an array not running (transcripts: null).
 _REDUNDANCY_ATTRS = ("sync_action", "sync_completed", "degraded", "mismatch_cnt")
@@ -553,6 +555,10 @@ class SimArray:
             slot = None if value == "none" else int(value)
             if slot is not None and any(o.slot == slot and o is not d for o in self.devs.values()):
                 raise OSError(errno.EBUSY, f"{self.name}: slot {slot} is taken")
+            if slot is not None and self._state.running and self.degraded > _MAX_DEGRADED.get(self.level, 1 << 30):
+                # raid5_add_disk refuses a new member once the array has failed (has_failed):
+                # seen on Debian 6.1, an IMSM RAID5 after two --fail, a spare's slot: EINVAL.
+                raise OSError(errno.EINVAL, f"{self.name}: the array has failed")
             if slot is not None and self._state.running and self.consistency_policy == "ppl":
                 self._validate_ppl(d)
             d.slot = slot

@@ -180,6 +180,37 @@ async def test_no_spare_is_reported_and_nothing_is_touched(autojump_clock: MockC
 
 
 @pytest.mark.parametrize("scenario", ["imsm-raid5-spare", "ddf-raid5-spare"])
+async def test_raid5_losing_two_members_is_recorded_failed_and_keeps_its_spare(
+    scenario: str, autojump_clock: MockClock
+) -> None:
+    """Two members of a RAID5 fail: nothing to rebuild from.  md refuses a spare's slot then (EINVAL,
+    seen in the VM); the manager must not offer one, nor ask again and again (it did, every 0.1 s)."""
+    w = World(scenario, state=S.ACTIVE)
+    spare = next(d for d in w.store.model().disks if d.state is DiskState.SPARE)
+
+    async def body() -> None:
+        await until(lambda: "md126" in w.monitor.arrays)
+        await w.md.submit_write()
+        w.md.fail_device("sda")
+        w.md.fail_device("sdb")
+        await until(lambda: "sda" not in w.md.devs and "sdb" not in w.md.devs)
+        await trio.sleep(1)
+        assert "spare-add-failed" not in w.monitor.events.kinds()
+        scans = w.manager.scans
+        await trio.sleep(2)
+        assert w.manager.scans - scans < 5, "the manager keeps working on a failed volume"
+
+    await w.run(body)
+    vol = w.model().volume(0)
+    assert vol.state is VolumeState.FAILED
+    assert [m.state for m in vol.members].count(MemberState.FAILED) == 2
+    assert w.model().disk(spare.ref).state is DiskState.SPARE
+    assert set(w.md.devs) == {"sdc"}
+    kinds = w.monitor.events.kinds()
+    assert "spare-activated" not in kinds and "spare-add-failed" not in kinds, kinds
+
+
+@pytest.mark.parametrize("scenario", ["imsm-raid5-spare", "ddf-raid5-spare"])
 async def test_member_missing_at_assembly_is_recorded_failed_and_rebuilt_onto_the_spare(
     scenario: str, autojump_clock: MockClock
 ) -> None:

@@ -172,3 +172,24 @@ def test_detach_puts_stdio_on_dev_null_in_a_new_session(tmp_path: Path) -> None:
 
     facts = json.loads((tmp_path / "facts.json").read_text())
     assert facts == {"fds": ["/dev/null"] * 3, "leader": True, "cwd": "/"}
+
+
+def test_name_as_mdmon_makes_argv0_one_stock_mdmon_takes_over_from() -> None:
+    """mdadm 4.2's try_kill_monitor reads /proc/PID/cmdline as one C string: argv[0] must say mdmon."""
+    code = """
+        from mdmond.process import mark_root_storage_daemon, name_as_mdmon
+        print(name_as_mdmon(), mark_root_storage_daemon())
+        print(open("/proc/self/cmdline", "rb").read().hex())
+    """
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), "md127"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    ok, cmdline = r.stdout.splitlines()
+    assert ok == "True True", r.stderr
+    argv = bytes.fromhex(cmdline).split(b"\0")
+    assert argv[0] == b"@dmon" and argv[-2] == b"md127"  # strstr(buf, "@dmon") finds it; arguments kept
