@@ -53,7 +53,9 @@ class ArraySnapshot:
     sync_completed: int = 0  # sectors done of the running pass; 0 when none
     resync_start: int = MAX_SECTOR
     devs: tuple[DevSnapshot, ...] = ()
-    blocked: bool = False  # metadata_version "external:-...": mdadm asked us to leave it alone
+    #: metadata_version "external:-...": mdadm asked us to leave it alone (read only of a readonly
+    #: or a frozen array, off the write-pending path)
+    blocked: bool = False
 
     def dev(self, name: str) -> DevSnapshot | None:
         return next((d for d in self.devs if d.name == name), None)
