@@ -81,16 +81,14 @@ class RealKernel:
         monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source=source)
         monitor.filter_by("block")
         monitor.start()
-        try:
-            while True:
-                await trio.lowlevel.wait_readable(monitor.fileno())
-                while (device := monitor.poll(timeout=0)) is not None:
-                    if device.action in ("add", "remove") and device.device_type == "disk":
-                        serial = device.properties.get("ID_SERIAL_SHORT") or device.properties.get("ID_SCSI_SERIAL")
-                        yield BlockEvent(device.action, device.sys_name, serial)
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(monitor.fileno())
+        # The socket is libudev's: it closes it when the monitor is freed (closing it here as well
+        # made libudev abort the process at exit on EBADF, seen in the VM with run --all).
+        while True:
+            await trio.lowlevel.wait_readable(monitor.fileno())
+            while (device := monitor.poll(timeout=0)) is not None:
+                if device.action in ("add", "remove") and device.device_type == "disk":
+                    serial = device.properties.get("ID_SERIAL_SHORT") or device.properties.get("ID_SCSI_SERIAL")
+                    yield BlockEvent(device.action, device.sys_name, serial)
 
     def close(self) -> None:
         self._epoll.close()
