@@ -35,7 +35,7 @@ import pytest
 from testbed import vm
 
 from .examine_compare import disagreements
-from .guest import fields
+from .guest import fields, same_end
 
 pytestmark = pytest.mark.vm
 
@@ -80,7 +80,7 @@ if [ -e /run/mdmond-events.jsonl ]; then
 fi
 """
 
-_ends: dict[str, tuple[str, str, str]] = {}
+_ends: dict[str, object] = {}
 
 
 def _ddf_duplicate_refnum(problem: str) -> bool:
@@ -138,10 +138,7 @@ def test_member_missing_at_assembly_is_replaced_by_the_spare(
         assert events.index(failed[0]) < events.index(activated[0]), context  # recorded missing, then replaced
     # Both daemons end in the same state (compared once both have run).
     who = ",".join(sorted(serials)) if fmt == "imsm" else str(len(serials))  # DDF's PD GUIDs are new each run
-    _ends[f"{fmt}-{daemon}"] = (got["mdstat"], vols[0]["state"], who)
-    other = _ends.get(f"{fmt}-{'mdmon' if daemon == 'mdmond' else 'mdmond'}")
-    if other is not None:
-        assert _ends[f"{fmt}-{daemon}"] == other, f"mdmon and mdmond differ: {_ends}"
+    same_end(_ends, f"missing-{fmt}", daemon, (got["mdstat"], vols[0]["state"], who))
 
 
 TWO_VOLUMES = r"""
@@ -248,10 +245,7 @@ def test_disk_lost_by_two_volumes_is_rebuilt_in_both(
             assert [e["device"] for e in events if e["event"] == "spare-activated"] == ["sdd", "sde"], context
         else:
             assert got.get("vol1-took-the-spare") == "yes", context
-    _ends[f"two-{fmt}-{layout}-{daemon}"] = (got["mdstat0"], got["mdstat1"], got["shared"])
-    other = _ends.get(f"two-{fmt}-{layout}-{'mdmon' if daemon == 'mdmond' else 'mdmond'}")
-    if other is not None:
-        assert _ends[f"two-{fmt}-{layout}-{daemon}"] == other, f"mdmon and mdmond differ: {_ends}"
+    same_end(_ends, f"two-{fmt}-{layout}", daemon, (got["mdstat0"], got["mdstat1"], got["shared"]))
 
 
 VANISHED = r"""
