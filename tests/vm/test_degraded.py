@@ -169,8 +169,13 @@ if [ "${#D[@]}" -gt 4 ]; then
   i=0; until [ "$(attr /dev/md/vol0 degraded)" = 0 ] && [ "$(attr /dev/md/vol0 sync_action)" = idle ]; do
     i=$((i + 1)); [ $i -gt 1500 ] && die "vol0 was not rebuilt"; sleep 0.2
   done
-  sleep 2
-  took=no; [ -e "/sys/block/$m1/md/dev-${D[3]##*/}" ] && took=yes
+  # until vol1 takes the spare (mdmon), or mdmond has said it will not (its no-spare for volume 1)
+  i=0; took=no
+  while [ $i -lt 300 ]; do
+    [ -e "/sys/block/$m1/md/dev-${D[3]##*/}" ] && { took=yes; break; }
+    grep -q '"no-spare".*"volume":1' /run/mdmond-events.jsonl 2>/dev/null && break
+    i=$((i + 1)); sleep 0.2
+  done
   echo "vol1-took-the-spare=$took"
   cat "/sys/block/${D[4]##*/}/dev" > "/sys/block/$(mdname /dev/md/c0)/md/new_dev"
   echo "# bound ${D[4]} to the container"
