@@ -72,7 +72,7 @@ from ..changes import (
 )
 from ..errors import ChangeRejected
 from . import structs as S
-from .container import DDFContainer, Member
+from .container import DDFContainer, Member, Pending
 from .geometry import member_positions, member_refs, svd_state, working
 from .model import ref_text
 
@@ -128,20 +128,28 @@ def apply_changes(c: DDFContainer, changes: Sequence[Change], env: Environment) 
                         _set_disk_in_sync(b, ch.volume, r)
             _set_vd(b, ve, "init_state", (ve.init_state & ~S.INIT_MASK) | S.INIT_FULL)
         elif isinstance(ch, FailDisk):
-            _fail(b, _refnum(c, ch.disk_ref))
+            r = _refnum(c, ch.disk_ref)
+            _drop_pending(c, r)
+            _fail(b, r)
         elif isinstance(ch, MemberInSync):
             ve = _vd(c, ch.volume)
+            if (bytes(ve.guid), ch.slot) in c.pending:
+                _pending_in_sync(b, ch.volume, ch.slot)
+                continue
             bvd, pos = _slot(c, ve, ch.slot)
             r = bvd.phys_refnum[pos]
             if r == 0 or c.pd(r) is None:
                 raise ChangeRejected(f"ddf: slot {ch.slot} of volume {ch.volume} has no disk")
             _set_disk_in_sync(b, ch.volume, r)
+            _record_pending(b, r)
         elif isinstance(ch, ActivateSpare):
             _activate(b, ch)
         elif isinstance(ch, AddSpare):
             _add_spare(b, ch)
         elif isinstance(ch, RemoveDisk):
-            _remove(b, _refnum(c, ch.disk_ref))
+            r = _refnum(c, ch.disk_ref)
+            _drop_pending(c, r)
+            _remove(b, r)
         elif isinstance(ch, (RecordBadBlock, ClearBadBlock)):
             # DDF as mdadm writes it keeps no bad-block log (mdadm's DDF handler has no
             # record_bad_block): the daemon fails the member instead.
@@ -287,9 +295,14 @@ def _activate(b: Batch, ch: ActivateSpare) -> None:
         raise ChangeRejected(f"ddf: disk {r:08x} is not a usable spare")
     if (ve.state & S.VD_STATE_MASK) in (S.VD_FAILED, S.VD_MISSING):
         raise ChangeRejected(f"ddf: volume {ch.volume} has failed; nothing to rebuild from")
-    bvds = c.bvds(bytes(ve.guid))
-    if any(r in member_refs(x) for x in bvds):
+    guid = bytes(ve.guid)
+    bvds = c.bvds(guid)
+    if any(r in member_refs(x) for x in bvds) or any(
+        g == guid and p.refnum == r for (g, _), p in c.pending.items()
+    ):
         raise ChangeRejected(f"ddf: disk {r:08x} is already in volume {ch.volume}")
+    if (guid, ch.slot) in c.pending:
+        raise ChangeRejected(f"ddf: slot {ch.slot} of volume {ch.volume} is being rebuilt already")
     bvd, pos = _slot(c, ve, ch.slot)
     old = bvd.phys_refnum[pos]
     old_pd = c.pd(old) if old != 0 else None
@@ -298,23 +311,69 @@ def _activate(b: Batch, ch: ActivateSpare) -> None:
     m = c.member(r)
     if m is None:
         raise ChangeRejected(f"ddf: disk {r:08x} is not present")
-    if _vds_with(c, r):
-        # mdmon takes free space on a disk that already holds another VD, but DDF keeps
-        # "Rebuilding" per physical disk, not per VD: on a disk in sync for its other VD the
-        # rebuild of this one would be recorded in sync from the start, and after a crash the
-        # next assembly would trust the half-rebuilt extent.  Only a disk holding no VD is taken.
-        raise ChangeRejected(
-            f"ddf: disk {r:08x} already holds another volume; DDF cannot record a rebuild of volume "
-            f"{ch.volume} onto it apart from that volume's in-sync member"
-        )
     start = find_space(c, m, int(bvd.blocks))
     if start is None:
         raise ChangeRejected(f"ddf: disk {r:08x} has no {bvd.blocks}-sector extent free")
+    if _vds_with(c, r) or any(p.refnum == r for p in c.pending.values()):
+        # The disk already holds another VD (Intel-style matrix volumes on DDF), and DDF keeps
+        # "Rebuilding" per physical disk: on a disk in sync for its other VD this rebuild would
+        # read as in sync from the start (as mdmon records it), and after a crash the next
+        # assembly would trust the half-copied extent.  So nothing is written now: the rebuild
+        # is held in memory and recorded when md has finished it (``_pending_in_sync``).  A
+        # crash before leaves this VD degraded on disk, to be rebuilt again.
+        c.pending[(guid, ch.slot)] = Pending(r, start)
+        return
     bvd.phys_refnum[pos] = r
     bvd.lba_offset[pos] = start
     if m.vlist.count(bytes(ve.guid)) == 0:
         m.vlist.append(bytes(ve.guid))
     conf_update(b)
+
+
+def _pending_in_sync(b: Batch, index: int, slot: int) -> None:
+    """md finished a rebuild held in memory: record it, unless its disk still rebuilds another VD.
+
+    While the disk's PD entry says Rebuilding (its first VD is still being copied), recording
+    this VD would make it read as rebuilding too, and that VD's completion would then clear the
+    flag for both: the slot is marked done and recorded with that completion instead.
+    """
+    c = b.c
+    key = (c.vd_guid(index), slot)
+    p = c.pending[key]
+    pd = c.pd(p.refnum)
+    if pd is None or pd.state & (S.PD_FAILED | S.PD_MISSING):
+        raise ChangeRejected(f"ddf: disk {p.refnum:08x} has failed; it cannot be in sync")
+    c.pending[key] = Pending(p.refnum, p.lba, done=True)
+    _record_pending(b, p.refnum)
+
+
+def _record_pending(b: Batch, r: int) -> None:
+    """Write every finished rebuild onto disk ``r`` into its VD's config, once ``r`` rebuilds nothing else."""
+    c = b.c
+    pd = c.pd(r)
+    if pd is None or pd.state & S.PD_REBUILDING:
+        return
+    done = [(k, p) for k, p in c.pending.items() if p.refnum == r and p.done]
+    for (guid, slot), p in done:
+        del c.pending[(guid, slot)]
+        index = next(i for i, ve in enumerate(c.virt.entries) if ve is not None and bytes(ve.guid) == guid)
+        ve = c.virt.entries[index]
+        bvd, pos = _slot(c, ve, slot)
+        bvd.phys_refnum[pos] = r
+        bvd.lba_offset[pos] = p.lba
+        m = c.member(r)
+        if m is not None and guid not in m.vlist:
+            m.vlist.append(guid)
+        _recompute(b, ve)
+        b.touch(bvd)
+    if done:
+        conf_update(b)
+
+
+def _drop_pending(c: DDFContainer, r: int) -> None:
+    """A disk that fails or leaves takes its unrecorded rebuilds with it (nothing was written)."""
+    for k in [k for k, p in c.pending.items() if p.refnum == r]:
+        del c.pending[k]
 
 
 def find_space(c: DDFContainer, m: Member, blocks: int) -> int | None:
@@ -329,6 +388,9 @@ def find_space(c: DDFContainer, m: Member, blocks: int) -> int | None:
             for p in pos:
                 if bvd.phys_refnum[p] == m.refnum:
                     extents.append((int(bvd.lba_offset[p]), int(bvd.blocks)))
+    for (guid, _), held in c.pending.items():  # rebuilds not recorded yet take their room all the same
+        if held.refnum == m.refnum:
+            extents.append((held.lba, int(c.bvds(guid)[0].blocks)))
     extents.sort()
     extents.append((int(pd.config_size), 0))
     at = 0

@@ -6,6 +6,13 @@ copy of, and local ones (config records, the disk's own identity) that differ
 per disk.  We hold the global ones once, every VD config record once (keyed by
 VD GUID and BVD number, the highest ``seqnum`` winning), and per disk which VD
 each of its config slots holds.
+
+One thing is held in memory only: a rebuild onto a disk that already holds
+another VD (``pending``).  DDF records "Rebuilding" per physical disk, so such
+a rebuild cannot be written down while it runs; it is recorded when md has
+finished it (mdmon's ddf_set_disk also inserts a disk into a VD only once it
+is in sync).  A crash before that leaves the VD degraded on disk, and it is
+rebuilt again: nothing half-copied is ever trusted.
 """
 
 from __future__ import annotations
@@ -65,6 +72,15 @@ class Member:
         )
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A rebuild of one VD slot onto a disk that holds another VD: recorded only once finished."""
+
+    refnum: int
+    lba: int
+    done: bool = False  # md has it in sync; recorded with the disk's own rebuild, if one runs
+
+
 def _err(msg: str, structure: str, field: str | None = None, disk: str | None = None) -> MetadataError:
     return MetadataError(msg, format=FORMAT, structure=structure, field=field, disk=disk)
 
@@ -90,6 +106,7 @@ class DDFContainer(ContainerMetadata):
         members: list[Member],
         sector_size: int,
         problems: list[str] | None = None,
+        pending: dict[tuple[bytes, int], Pending] | None = None,
     ) -> None:
         self.header = header  # the active header of the newest copy; seq/timestamp are the container's
         self.controller = controller
@@ -99,6 +116,8 @@ class DDFContainer(ContainerMetadata):
         self.members = members  # in mdadm's disk-list order
         self.sector_size = sector_size
         self.problems = problems or []
+        #: (VD GUID, md slot) -> a rebuild onto a disk holding another VD, not recorded until done
+        self.pending: dict[tuple[bytes, int], Pending] = pending or {}
 
     # -- building -----------------------------------------------------------------------
     @classmethod
@@ -168,6 +187,7 @@ class DDFContainer(ContainerMetadata):
             [m.copy() for m in self.members],
             self.sector_size,
             list(self.problems),
+            dict(self.pending),
         )
 
     # -- lookups --------------------------------------------------------------------------
@@ -238,6 +258,7 @@ class DDFContainer(ContainerMetadata):
             paths,
             self.sector_size,
             extra,
+            {k: (p.refnum, p.lba, p.done) for k, p in self.pending.items()},
         )
 
     def validate(self) -> None:

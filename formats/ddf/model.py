@@ -73,9 +73,19 @@ def member_state(refnum: int, pd: Any | None) -> MemberState:
 
 
 def volume(
-    index: int, ve: Any, bvds: Sequence[Any], pd_of: Callable[[int], Any | None], controller: Any, header: Any
+    index: int,
+    ve: Any,
+    bvds: Sequence[Any],
+    pd_of: Callable[[int], Any | None],
+    controller: Any,
+    header: Any,
+    pending: Mapping[int, tuple[int, int, bool]] | None = None,
 ) -> Volume | None:
-    """One VD; None when this disk set holds none of its config records or md cannot run it."""
+    """One VD; None when this disk set holds none of its config records or md cannot run it.
+
+    ``pending`` (md slot -> refnum, offset, done) are rebuilds onto disks holding another VD,
+    held in memory until recorded (``DDFContainer.pending``): the slot shows that disk.
+    """
     if not bvds:
         return None
     first = bvds[0]
@@ -95,6 +105,10 @@ def volume(
                     offset_sectors=int(offsets[j]),
                 )
             )
+    for slot, (r, lba, done) in (pending or {}).items():
+        mstate = MemberState.IN_SYNC if done else MemberState.REBUILDING
+        members = [m for m in members if m.slot != slot]
+        members.append(Member(slot=slot, disk_ref=ref_text(r), state=mstate, offset_sectors=lba))
     state = int(ve.state) & S.VD_STATE_MASK
     init = int(ve.init_state) & S.INIT_MASK
     if state in (S.VD_FAILED, S.VD_MISSING):
@@ -137,6 +151,7 @@ def container(
     paths: Mapping[int, str],
     sector_size: int,
     extra: dict[str, Any],
+    pending: Mapping[tuple[bytes, int], tuple[int, int, bool]] | None = None,
 ) -> Container:
     """The neutral picture; ``paths`` maps refnums of present disks to where they were read."""
     by_ref: dict[int, Any] = {}
@@ -157,7 +172,9 @@ def container(
     for i, ve in enumerate(vds):
         if ve is None or ve.guid == b"\xff" * S.GUID_LEN:
             continue
-        v = volume(i, ve, bvds_of(bytes(ve.guid)), by_ref.get, controller, header)
+        g = bytes(ve.guid)
+        mine = {slot: p for (pg, slot), p in (pending or {}).items() if pg == g}
+        v = volume(i, ve, bvds_of(g), by_ref.get, controller, header, mine)
         if v is not None:
             volumes.append(v)
     return Container(

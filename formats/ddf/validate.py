@@ -68,8 +68,35 @@ def validate(c: DDFContainer) -> None:
             assert pd is not None
             if off + conf.blocks > pd.config_size:
                 raise _err(f"member {r:08x} extent ends past its configured size", where, "lba_offset")
+    _validate_pending(c, guids, refs)
     for m in c.members:
         if len(m.vlist) > h.max_partitions:
             raise _err(
                 f"disk {m.refnum:08x} holds more than {h.max_partitions} config records", "config", "max_partitions"
             )
+
+
+def _validate_pending(c: DDFContainer, guids: set[bytes], refs: dict[int, int]) -> None:
+    """Rebuilds held in memory (``DDFContainer.pending``) must fit beside every recorded extent.
+
+    They are not written, but their room is taken: a VD created meanwhile must not land on it.
+    """
+    taken: dict[int, list[tuple[int, int]]] = {}
+    for conf in c.configs.values():
+        offsets = [o for r, o in zip(conf.phys_refnum, conf.lba_offset, strict=True) if r != S.NO_REFNUM]
+        for r, off in zip(member_refs(conf), offsets, strict=False):
+            if r != 0:
+                taken.setdefault(r, []).append((int(off), int(conf.blocks)))
+    for (guid, slot), p in c.pending.items():
+        where = f"pending[{guid[-4:].hex()}/{slot}]"
+        if guid not in guids or p.refnum not in refs:
+            raise _err(f"rebuild onto {p.refnum:08x} for a VD or disk no longer in the tables", where, "refnum")
+        blocks = int(c.bvds(guid)[0].blocks)
+        pd = c.phys.entries[refs[p.refnum]]
+        assert pd is not None
+        if p.lba + blocks > pd.config_size:
+            raise _err(f"rebuild onto {p.refnum:08x} ends past its configured size", where, "lba_offset")
+        for off, n in taken.get(p.refnum, []):
+            if p.lba < off + n and off < p.lba + blocks:
+                raise _err(f"rebuild onto {p.refnum:08x} overlaps a recorded extent at {off}", where, "lba_offset")
+        taken.setdefault(p.refnum, []).append((p.lba, blocks))

@@ -275,46 +275,43 @@ async def test_disk_lost_by_two_volumes_is_replaced_in_each_from_the_other_volum
     assert w.monitor.events.kinds().count("spare-activated") == 2
 
 
-async def test_ddf_disk_lost_by_two_volumes_gets_a_disk_of_its_own_each_placed_where_ddf_records_it(
+async def test_ddf_disk_lost_by_two_volumes_is_rebuilt_in_both_vol1_onto_a_disk_holding_vol0(
     tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     """ddf-two-volumes: vol0 RAID5 on sda sdb sdc at 0, vol1 RAID1 on sdb sda at 24576; sda fails.
 
-    sdc has room for vol1 after vol0's extent, but DDF keeps "Rebuilding" per disk: a rebuild of
-    vol1 onto sdc, in sync for vol0, could not be recorded, so the format refuses it and both wait.
-    Two disks are added; each volume is rebuilt onto one of them, and md is told each new
-    member's offset as DDF records it (find_space: 0 on a fresh disk, where vol1's other
-    member sits at 24576).
+    sdc has room for vol1 after vol0's extent: vol1 is rebuilt there at once, as mdmon does,
+    but DDF keeps "Rebuilding" per disk and sdc is in sync for vol0, so nothing is recorded
+    until md has vol1's copy in sync (``DDFContainer.pending``).  vol0 has no disk to take
+    until one is added; it is then rebuilt onto it, md told the offset DDF records (0).
     """
     w = World("ddf-two-volumes", state=S.ACTIVE)
-    new = [blank(tmp_path, "sde", "MDVM00000009"), blank(tmp_path, "sdf", "MDVM00000010")]
+    new = blank(tmp_path, "sde", "MDVM00000009")
 
     async def body() -> None:
         await until(lambda: len(w.monitor.arrays) == 2)
         await w.md.submit_write()
         w.md.fail_device("sda")
-        await until(lambda: w.monitor.events.kinds().count("no-spare") == 2)
-        for disk in new:
-            name = disk.name.removeprefix("/dev/")
-            w.new_disks[name] = disk
-            w.kernel.add_container_disk("md127", name)
-            await trio.sleep(5)
+        await until(lambda: "spare-activated" in w.monitor.events.kinds() and "no-spare" in w.monitor.events.kinds())
+        name = new.name.removeprefix("/dev/")
+        w.new_disks[name] = new
+        w.kernel.add_container_disk("md127", name)
         await until(lambda: all(md.degraded == 0 and md.sync_action is SyncAction.IDLE for md in w.mds))
         await trio.sleep(1)
 
     await w.run(body)
-    refusals = [e.fields["refused"] for e in w.monitor.events.records if e.kind == "no-spare"]
-    assert any("already holds another volume" in why for r in refusals for why in r.values()), refusals
-    model = read_back(w.h, [d for d in w.disks if d.name != "/dev/sda"] + new)
-    added = {d.ref for d in model.disks if d.path in ("/dev/sde", "/dev/sdf")}
-    replacements = []
-    for md, vol in zip(w.mds, model.volumes, strict=True):
-        assert vol.state is VolumeState.NORMAL, vol
-        member = next(m for m in vol.members if m.disk_ref in added)
-        replacements.append(member.disk_ref)
-        dev = md.devs[(model.disk(member.disk_ref).path or "").removeprefix("/dev/")]
-        assert "in_sync" in dev.flags and dev.offset == member.offset_sectors == 0, (md.name, member, dev)
-    assert len(set(replacements)) == 2
+    model = read_back(w.h, [d for d in w.disks if d.name != "/dev/sda"] + [new])
+    vol0, vol1 = model.volumes
+    assert vol0.state is VolumeState.NORMAL and vol1.state is VolumeState.NORMAL
+    sdc = next(d.ref for d in model.disks if d.path == "/dev/sdc")
+    sde = next(d.ref for d in model.disks if d.path == "/dev/sde")
+    assert (vol1.member(1).disk_ref, vol1.member(1).offset_sectors) == (sdc, 24576)
+    assert [(m.disk_ref, m.offset_sectors) for m in vol0.members if m.disk_ref == sde] == [(sde, 0)]
+    assert len({m.disk_ref for m in vol0.members}) == 3 and len({m.disk_ref for m in vol1.members}) == 2
+    for md, vol, disk in ((w.mds[0], vol0, sde), (w.mds[1], vol1, sdc)):
+        member = next(m for m in vol.members if m.disk_ref == disk)
+        dev = md.devs[(model.disk(disk).path or "").removeprefix("/dev/")]
+        assert "in_sync" in dev.flags and dev.offset == member.offset_sectors, (md.name, member, dev)
 
 
 async def test_a_member_disk_that_vanishes_is_failed_recorded_and_replaced_without_any_io(

@@ -417,3 +417,70 @@ def test_bad_blocks_are_refused_ddf_keeps_no_log() -> None:
         with pytest.raises(ChangeRejected, match="no bad-block log"):
             c.apply([ch], env())
     assert c.model() == container("ddf-raid5").model()
+
+
+# -- a rebuild onto a disk that holds another VD (ddf-two-volumes: vol0 RAID5 on all three disks
+# at 0, vol1 RAID1 on 5d0b90e0 and a0a3554f at 24576; 5eb032d5 has room for vol1 after vol0) -----
+def test_rebuild_onto_a_disk_holding_another_vd_is_recorded_only_once_in_sync() -> None:
+    disks = writable("ddf-two-volumes")
+    failed = container("ddf-two-volumes", disks).apply([FailDisk("a0a3554f")], env())
+    write(failed)
+    act = reload(disks).apply([ActivateSpare(1, 1, "5eb032d5")], env())
+    member = act.model().volume(1).member(1)
+    assert (member.disk_ref, member.state, member.offset_sectors) == ("5eb032d5", MemberState.REBUILDING, 24576)
+    # Nothing is written while md copies: DDF's "Rebuilding" is per disk, and this disk is in
+    # sync for vol0.  A crash now reassembles vol1 degraded, as before, to be rebuilt again.
+    assert all(not ws for ws in changed_sectors(act).values())
+    assert reload(disks).model().volume(1).member(1).state == MemberState.FAILED
+    done = act.apply([MemberInSync(1, 1)], env())
+    assert not done.pending
+    write(done)
+    back = reload(disks).model()
+    v1 = back.volume(1)
+    assert v1.state == VolumeState.NORMAL and v1.migration is None
+    assert (v1.member(1).disk_ref, v1.member(1).state, v1.member(1).offset_sectors) == (
+        "5eb032d5",
+        MemberState.IN_SYNC,
+        24576,
+    )
+    assert back.volume(0).state == VolumeState.DEGRADED  # vol0 still lacks its failed member
+    assert back.volume(0).member(2) == reload(disks).model().volume(0).member(2)
+    assert [s.config is not None for s in HANDLER.load(disks[2]).sections.slots[:2]] == [True, True]
+
+
+def test_the_room_of_an_unrecorded_rebuild_is_taken_and_checked() -> None:
+    act = container("ddf-two-volumes").apply([FailDisk("a0a3554f"), ActivateSpare(1, 1, "5eb032d5")], env())
+    ((key, held),) = act.pending.items()
+    assert held.lba == 24576
+    from formats.ddf.apply import find_space
+
+    m = act.member(0x5EB032D5)
+    assert m is not None and find_space(act, m, 16384) == 24576 + 16384  # past vol0 and the rebuild
+    act.pending[key] = type(held)(held.refnum, 16384)  # would overlap vol0's extent on that disk
+    with pytest.raises(MetadataError, match="overlaps a recorded extent"):
+        act.validate()
+
+
+def test_an_unrecorded_rebuild_waits_for_its_disks_own_rebuild_then_both_are_recorded() -> None:
+    """The new disk rebuilds vol0 (PD Rebuilding) and vol1 (held): vol1 finishing first waits for vol0."""
+    c = container("ddf-two-volumes").apply([FailDisk("a0a3554f"), AddSpare("SPARE001", 131072)], env())
+    spare = next(d.ref for d in c.model().disks if d.state == DiskState.SPARE)
+    act = c.apply([ActivateSpare(0, 1, spare)], env()).apply([ActivateSpare(1, 1, spare)], env())
+    assert set(act.pending) == {(act.vd_guid(1), 1)}
+    half = act.apply([MemberInSync(1, 1)], env())
+    assert half.model().volume(1).member(1).state == MemberState.IN_SYNC  # md has it; held until vol0 ends
+    assert int(spare, 16) not in half.bvds(half.vd_guid(1))[0].phys_refnum
+    both = half.apply([MemberInSync(0, 1)], env())
+    assert not both.pending
+    m = both.model()
+    assert [m.volume(i).state for i in (0, 1)] == [VolumeState.NORMAL, VolumeState.NORMAL]
+    assert m.volume(1).member(1).disk_ref == spare and m.volume(1).member(1).offset_sectors == 24576
+
+
+def test_an_unrecorded_rebuild_is_dropped_when_its_disk_fails() -> None:
+    act = container("ddf-two-volumes").apply([FailDisk("a0a3554f"), ActivateSpare(1, 1, "5eb032d5")], env())
+    gone = act.apply([FailDisk("5eb032d5")], env())
+    assert not gone.pending
+    assert gone.model().volume(1).member(1).disk_ref == "a0a3554f"  # the slot as recorded
+    with pytest.raises(ChangeRejected):
+        gone.apply([MemberInSync(1, 1)], env())
