@@ -298,9 +298,7 @@ def _activate(b: Batch, ch: ActivateSpare) -> None:
         raise ChangeRejected(f"ddf: volume {ch.volume} has failed; nothing to rebuild from")
     guid = bytes(ve.guid)
     bvds = c.bvds(guid)
-    if any(r in member_refs(x) for x in bvds) or any(
-        g == guid and p.refnum == r for (g, _), p in c.pending.items()
-    ):
+    if any(r in member_refs(x) for x in bvds) or any(g == guid and p.refnum == r for (g, _), p in c.pending.items()):
         raise ChangeRejected(f"ddf: disk {r:08x} is already in volume {ch.volume}")
     if (guid, ch.slot) in c.pending:
         raise ChangeRejected(f"ddf: slot {ch.slot} of volume {ch.volume} is being rebuilt already")
