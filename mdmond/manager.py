@@ -464,7 +464,8 @@ class Manager:
         volume 1 too, each volume in its own extent).  As in mdmon, the disk
         must have room at the offset of every volume it is not yet in, so that
         it can go on serving each of them, and members of other volumes come
-        before pure spares; then the smallest (it wastes least).  Whether the
+        before pure spares (after a DDF spare dedicated to this volume); then
+        the smallest (it wastes least).  Whether the
         format can record the assignment is its own decision (``store.check``).
         """
         mine = {m.disk_ref for m in vol.members}
@@ -487,8 +488,17 @@ class Manager:
             wanted = [extent(v) for v in model.volumes if all(m.disk_ref != d.ref for m in v.members)]
             return all(e <= s or w_end <= u for s, w_end in wanted for u, e in used)
 
+        # A spare dedicated to this volume first (DDF spare assignment records, as mdmon's
+        # ddf_activate_spare tries them before any global one); one dedicated elsewhere the format refuses.
+        assigned = model.extra.get("spare_assignments", {})
+
+        def dedicated(d: NamedDisk) -> bool:
+            a = assigned.get(d.ref)
+            return a is not None and a["dedicated"] and vol.index in a["volumes"]
+
         fits = sorted(
-            (d for d in model.disks if room(d)), key=lambda d: (d.state is DiskState.SPARE, d.size_sectors, d.ref)
+            (d for d in model.disks if room(d)),
+            key=lambda d: (not dedicated(d), d.state is DiskState.SPARE, d.size_sectors, d.ref),
         )
         return [(d.ref, (d.path or "").removeprefix("/dev/")) for d in fits]
 

@@ -33,8 +33,9 @@ Change by change (formats.md §2.12):
   config slots keep their order and a VD it joins takes the next slot: mdadm
   re-derives the order from an in-memory list whose order depends on which
   disk it loaded first; its loader accepts any order, and a stable one
-  rewrites fewer sectors.  Whether a spare is dedicated to the VD (spare
-  assignment record) is the caller's choice; the model lists the records.
+  rewrites fewer sectors.  A spare dedicated to other VDs (its spare
+  assignment record) is refused; which candidate comes first is the caller's
+  choice, and the model lists the records.
 * ``MemberInSync``: PD_State Online, Rebuilding cleared; VD state recomputed.
 * ``AddSpare``: a new PD entry (Forced GUID | Global spare, Online) in the
   first free slot, with mdadm's GUID, a random unique refnum and the same
@@ -309,6 +310,10 @@ def _activate(b: Batch, ch: ActivateSpare) -> None:
     m = c.member(r)
     if m is None:
         raise ChangeRejected(f"ddf: disk {r:08x} is not present")
+    assigned = c.spare_assignments().get(ref_text(r))
+    if assigned is not None and assigned["dedicated"] and ch.volume not in assigned["volumes"]:
+        # ddf_activate_spare: a dedicated spare serves only the VDs its assignment record names
+        raise ChangeRejected(f"ddf: disk {r:08x} is a spare dedicated to other volumes, not volume {ch.volume}")
     start = find_space(c, m, int(bvd.blocks))
     if start is None:
         raise ChangeRejected(f"ddf: disk {r:08x} has no {bvd.blocks}-sector extent free")

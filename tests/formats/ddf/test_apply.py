@@ -288,6 +288,23 @@ def test_spare_assignment_record_is_read_and_kept() -> None:
     assert copy.sections.slots[0].raw == b"\xff" * 7 * 512
 
 
+@pytest.mark.parametrize("mine", [True, False])
+def test_a_dedicated_spare_serves_only_the_volumes_its_record_names(mine: bool) -> None:
+    disks = writable("ddf-raid5-spare")
+    c = container("ddf-raid5-spare", disks)
+    guid = c.vd_guid(0) if mine else bytes(range(24))  # another container's VD
+    conf0 = (disks[3].size_bytes // 512 - 32768 + 162) * 512
+    for base in (conf0, conf0 - 32768 * 512):
+        disks[3].write(base, _spare_record(guid))
+    failed = container("ddf-raid5-spare", disks).apply([FailDisk("4624ee28")], env())
+    if mine:
+        v = failed.apply([ActivateSpare(0, 1, "34175d40")], env()).model().volume(0)
+        assert v.member(1).disk_ref == "34175d40" and v.member(1).state == MemberState.REBUILDING
+    else:
+        with pytest.raises(ChangeRejected, match="dedicated to other volumes"):
+            failed.apply([ActivateSpare(0, 1, "34175d40")], env())
+
+
 def test_spare_assignment_counts_are_checked() -> None:
     disks = writable("ddf-raid5-spare")
     conf0 = (disks[3].size_bytes // 512 - 32768 + 162) * 512
