@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import formats
-from formats.base import ContainerMetadata, write_all
+from formats.base import write_all
 from formats.changes import (
     ActivateSpare,
     AddSpare,
@@ -27,6 +27,7 @@ from formats.changes import (
     SetDirty,
     StartResync,
 )
+from formats.imsm.create import VolumeSpec, create
 from formats.model import Container, DiskState, MemberState
 
 from .crash import BlankDisk, Recorder, RecordingDisk, Rig, Scenario, Step, environment
@@ -51,8 +52,11 @@ def golden(fmt: str, scenario: str, blanks: int = 0) -> Callable[[], Rig]:
     return build
 
 
-def created(fmt: str, disks: int, blanks: int, volumes: Callable[[], Sequence[object]]) -> Callable[[], Rig]:
-    """A container ``create`` lays out on ``disks`` blank 64 MiB disks (and ``blanks`` more), written and read back."""
+def created(disks: int, blanks: int, volumes: Callable[[], Sequence[VolumeSpec]]) -> Callable[[], Rig]:
+    """An IMSM container ``create`` lays out on ``disks`` blank 64 MiB disks (``blanks`` more), written and read back.
+
+    DDF scenarios start from the goldens, which cover its geometries.
+    """
 
     def build() -> Rig:
         rec = Recorder()
@@ -61,12 +65,8 @@ def created(fmt: str, disks: int, blanks: int, volumes: Callable[[], Sequence[ob
             RecordingDisk(BlankDisk(guest_device("created", i), size, golden_serial(i)), rec)
             for i in range(disks + blanks)
         ]
-        h = formats.handler(fmt)
-        assert fmt == "imsm", "DDF scenarios start from the goldens"
-        from formats.imsm.create import create
-
-        specs = volumes()
-        new: ContainerMetadata = create([(golden_serial(i), size // 512) for i in range(disks)], specs, environment())  # type: ignore[arg-type]
+        h = formats.handler("imsm")
+        new = create([(golden_serial(i), size // 512) for i in range(disks)], volumes(), environment())
         for d in all_disks[:disks]:
             assert d.serial is not None
             new.attach(d.serial, d)
@@ -180,7 +180,7 @@ def _ref(m: Container, v: int, slot: int) -> str:
 # -- mdadm's socket updates --------------------------------------------------------------------------
 def _imsm_updates() -> Scenario:
     from formats.imsm.container import IMSMContainer
-    from tests.formats.imsm import test_updates as T
+    from tests.formats.imsm import helpers as T
 
     state: dict[str, bytes] = {}
 
@@ -207,7 +207,7 @@ def _imsm_updates() -> Scenario:
 def _ddf_updates() -> Scenario:
     from formats.ddf import updates as U
     from formats.ddf.container import DDFContainer
-    from tests.formats.ddf import test_updates as T
+    from tests.formats.ddf import helpers as T
 
     state: dict[str, list[bytes]] = {}
 
@@ -311,7 +311,7 @@ def all_scenarios() -> list[Scenario]:
             # open (tests/formats/test_crash.py KNOWN); no order of writes helps with a single carrier.
             "imsm-two-raid1",
             "imsm",
-            created("imsm", 2, 1, _two_raid1),
+            created(2, 1, _two_raid1),
             (
                 dirty(1),
                 dirty(1, False),
@@ -330,7 +330,7 @@ def all_scenarios() -> list[Scenario]:
         Scenario(
             "imsm-raid10",
             "imsm",
-            created("imsm", 4, 1, lambda: [_imsm_spec("vol0", 10, (0, 1, 2, 3))]),
+            created(4, 1, lambda: [VolumeSpec("vol0", 10, (0, 1, 2, 3))]),
             (dirty(0), dirty(0, False), *_rebuild(0, 4, slot=2)),
         ),
         _imsm_updates(),
@@ -401,14 +401,8 @@ def _all_in_sync(m: Container, r: Rig) -> list[Change]:
     ]
 
 
-def _imsm_spec(name: str, level: int, members: tuple[int, ...], size: int | None = None) -> object:
-    from formats.imsm.create import VolumeSpec
-
-    return VolumeSpec(name, level, members, size)
-
-
-def _two_raid1() -> list[object]:
-    return [_imsm_spec("vol0", 1, (0, 1), 16 * 2048), _imsm_spec("vol1", 1, (0, 1), 16 * 2048)]
+def _two_raid1() -> list[VolumeSpec]:
+    return [VolumeSpec("vol0", 1, (0, 1), 16 * 2048), VolumeSpec("vol1", 1, (0, 1), 16 * 2048)]
 
 
 def _second_volume_too(m: Container, r: Rig) -> list[Change]:
