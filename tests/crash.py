@@ -210,6 +210,7 @@ class Scenario:
 class StepReport:
     label: str
     counts: Counts
+    changes: tuple[Change, ...] = ()
 
 
 async def _inline(fn: Callable[[], None]) -> None:
@@ -244,7 +245,7 @@ def run(
         counts = replay(
             handler, rig.disks, snapshots, log, before, after, ever_failed, torn=torn, orders=orders, limit=max_points
         )
-        reports.append(StepReport(step.label, counts))
+        reports.append(StepReport(step.label, counts, tuple(changes)))
     return reports
 
 

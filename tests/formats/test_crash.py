@@ -8,21 +8,29 @@ states that break them.
 
 from __future__ import annotations
 
+import functools
+import typing
+
 import pytest
 
 import formats
-from formats.changes import SetDirty
+from formats.changes import Change, ClearBadBlock, RecordBadBlock, SetDirty
 from formats.model import Container, MemberState
-from tests.crash import Counts, Logged, Recorder, RecordingDisk, crash_points, replay, run, state_of
+from tests.crash import Counts, Logged, Recorder, RecordingDisk, StepReport, crash_points, replay, run, state_of
 from tests.crash_scenarios import all_scenarios
 from tests.golden import open_disk
 
 SCENARIOS = {s.name: s for s in all_scenarios()}
 
 
+@functools.cache
+def _run(name: str) -> list[StepReport]:
+    return run(SCENARIOS[name], orders="both")
+
+
 def _problems(name: str) -> list[str]:
     out = []
-    for r in run(SCENARIOS[name], orders="both"):
+    for r in _run(name):
         c = r.counts
         if c.bad:
             out.append(
@@ -49,6 +57,13 @@ def test_every_crash_point_loads_as_before_or_after(name: str) -> None:
 
 
 def test_the_scenarios_cover_every_change_the_daemon_makes() -> None:
+    """Every change type (a new one fails this until a scenario commits it), and every mdadm message kind."""
+    for fmt in ("imsm", "ddf"):
+        made = {type(c) for n, s in SCENARIOS.items() if s.format == fmt for r in _run(n) for c in r.changes}
+        expected = set(typing.get_args(Change))
+        if fmt == "ddf":
+            expected -= {RecordBadBlock, ClearBadBlock}  # refused: DDF keeps no bad-block log
+        assert expected - made == set(), fmt
     labels = " / ".join(st.label for s in SCENARIOS.values() for st in s.steps)
     for word in (
         "dirty",
