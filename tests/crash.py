@@ -217,9 +217,7 @@ async def _inline(fn: Callable[[], None]) -> None:
     fn()
 
 
-def run(
-    scenario: Scenario, *, torn: bool = True, orders: str = "both", max_points: int | None = None
-) -> list[StepReport]:
+def run(scenario: Scenario, *, torn: bool = True, orders: str = "both") -> list[StepReport]:
     """Commit every step and replay every crash point of each (a step the format refuses raises).
 
     ``orders`` is the order the copies reach the loader in, since a merge that
@@ -242,9 +240,7 @@ def run(
         trio.run(store.commit, changes)
         after = store.model()
         log = list(rig.recorder.log)
-        counts = replay(
-            handler, rig.disks, snapshots, log, before, after, ever_failed, torn=torn, orders=orders, limit=max_points
-        )
+        counts = replay(handler, rig.disks, snapshots, log, before, after, ever_failed, torn=torn, orders=orders)
         reports.append(StepReport(step.label, counts, tuple(changes)))
     return reports
 
@@ -269,8 +265,8 @@ def replay(
     *,
     torn: bool = True,
     orders: str = "both",
-    limit: int | None = None,
 ) -> Counts:
+    """Every crash point of one commit's ``log``, the disks starting from ``snapshots`` (their sectors before it)."""
     counts = Counts()
     bases = {d.name: d.base for d in disks}
     ss = disks[0].sector_size
@@ -304,9 +300,7 @@ def replay(
     by_generation = state_of(before) == state_of(after)
     want_before, want_after = state_of(before, by_generation), state_of(after, by_generation)
     both_dirty = {v.index for v in before.volumes if v.dirty} & {v.index for v in after.volumes if v.dirty}
-    for n, (k, t) in enumerate(crash_points(log, ss, torn)):
-        if limit is not None and n >= limit:
-            break
+    for k, t in crash_points(log, ss, torn):
         counts.points += 1
         where = f"after {k} write(s)" + (f" and {t} sector(s) of {log[k].disk}@{log[k].offset}" if t else "")
         copies = [c for d in disks if (c := copy_at(d.name, k, t)) is not None]
