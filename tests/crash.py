@@ -11,8 +11,11 @@ them after every prefix of that write order and, for each write of more than
 one sector, after each of its first 1..n-1 sectors (a torn write), and loads
 them as assembly would: every disk read with the format's loader, a disk whose
 copy does not load left out (``mdadm -I`` refuses it and goes on with the
-others), the rest merged by the format's rules.  Each crash point is
-classified:
+others), the rest merged by the format's rules -- in the disks' order and
+reversed, or in every rotation of both, since a merge that cannot tell two
+copies apart keeps the first it meets.  The failed disks stay present: the
+worst case, a disk md failed that still reads.  Each crash point is
+classified (the worst over the loader orders):
 
 ``before``/``after``
     the loaded container (its disks' states and every volume, field for
@@ -28,8 +31,8 @@ both before and after the commit never reads clean (``dirty_lost``; a commit
 that marks a volume clean may land either way, md being clean already, and one
 that marks it dirty may too, md waiting for it).
 
-Used by ``tests/formats/test_crash.py`` (a bounded slice) and by
-``scripts/crash-harness`` (everything).
+Used by ``tests/formats/test_crash.py`` (every scenario, two loader orders)
+and by ``scripts/crash-harness`` (every order, counts per scenario and step).
 """
 
 from __future__ import annotations
