@@ -7,9 +7,15 @@ One ``apply`` is one metadata write.  As in mdadm (``ddf_set_updates_pending``):
   the write time; nothing changed means nothing moves and nothing needs writing;
 * a VD config record's ``seqnum`` moves on and its timestamp refreshes each
   time a change passes that record to mdadm's helper: a member's state
-  change (``ddf_set_disk``).  A spare activation does *not* move it: mdadm
-  bumps the update buffer, not the stored record (seen on the goldens:
-  ``ddf-raid5-rebuild-stopped`` keeps the seqnum of ``ddf-raid5-degraded``).
+  change (``ddf_set_disk``) -- and, departing from mdmon, each time a spare
+  activation rewrites the record's slots.  mdmon bumps its update buffer, not
+  the stored record (seen on the goldens: ``ddf-raid5-rebuild-stopped`` keeps
+  the seqnum of ``ddf-raid5-degraded``), so after a crash between disks the
+  old and new records tie and mdadm's loader (``load_ddf_local``: a record
+  replaces another only with a *higher* seqnum) keeps whichever disk it read
+  first, pairing the new PD table with the old slots (tests/crash.py found it).
+  With the seqnum moved on, stock mdadm and we both take the new record
+  wherever it is; everything else about the record is mdmon's.
 
 Change by change (formats.md §2.12):
 
@@ -96,6 +102,7 @@ class Batch:
         if vc is not None:
             vc.timestamp = self.now() & 0xFFFFFFFF
             vc.seqnum = (vc.seqnum + 1) & 0xFFFFFFFF
+            self.c.changed_configs.add((bytes(vc.guid), int(vc.sec_elmnt_seq)))
         if not self.pending:
             self.pending = True
             self.c.header.seq = (self.c.header.seq + 1) & 0xFFFFFFFF
@@ -330,6 +337,7 @@ def _activate(b: Batch, ch: ActivateSpare) -> None:
     bvd.lba_offset[pos] = start
     if m.vlist.count(bytes(ve.guid)) == 0:
         m.vlist.append(bytes(ve.guid))
+    b.touch(bvd)  # departs from mdmon: see the module docstring (a crash between disks)
     conf_update(b)
 
 

@@ -118,6 +118,9 @@ class DDFContainer(ContainerMetadata):
         self.problems = problems or []
         #: (VD GUID, md slot) -> a rebuild onto a disk holding another VD, not recorded until done
         self.pending: dict[tuple[bytes, int], Pending] = pending or {}
+        #: The VD config records the last ``apply`` rewrote (their keys): ``encode`` writes
+        #: the disks holding them first.  A copy starts with none.
+        self.changed_configs: set[tuple[bytes, int]] = set()
 
     # -- building -----------------------------------------------------------------------
     @classmethod
@@ -277,17 +280,31 @@ class DDFContainer(ContainerMetadata):
     def encode(self) -> dict[str, list[Write]]:
         """Every present disk's bytes, each list in the crash-safe order documented in ``image.py``.
 
-        Disks are written in mdadm's disk-list order; a disk recorded Missing
-        (removed from the container) is not written, as mdadm drops it.
+        Disks are written in mdadm's disk-list order, except that when VD
+        config records changed, the disks holding the most of them go first
+        (a stable sort, so mdadm's order otherwise).  mdadm's loader takes the
+        global sections (the PD table above all) from the disk with the newest
+        header and each config record from wherever its seqnum is highest: if
+        the first disk to carry the new header held none of the new records
+        (a spare no VD uses, the failed disk that just left the VD), a crash
+        right after it would pair the new PD table with the old records.  The
+        order is no part of the bytes; mdadm reads them the same.  A disk
+        recorded Missing (removed from the container) is not written, as
+        mdadm drops it.
         """
         self.validate()
         out: dict[str, list[Write]] = {}
         shared = global_bytes(self.controller, self.phys, self.virt)
-        for m in self.members:
-            if m.disk is None or not self.present(m):
-                continue
+        members = [m for m in self.members if m.disk is not None and self.present(m)]
+        if self.changed_configs:
+            members.sort(key=lambda m: -len(self.changed_configs & self._held(m)))
+        for m in members:
             out[M.ref_text(m.refnum)] = self.disk_writes(m, shared)
         return out
+
+    def _held(self, m: Member) -> set[tuple[bytes, int]]:
+        """The config records the disk's slots carry (the BVDs of its VDs that have it)."""
+        return {(guid, int(c.sec_elmnt_seq)) for guid in m.vlist for c in self.bvds(guid) if m.refnum in c.phys_refnum}
 
     def disk_writes(self, m: Member, shared: dict[str, bytes] | None = None) -> list[Write]:
         h = CContainer(self.header)

@@ -50,8 +50,10 @@ Every payload is raw big-endian DDF; the first 4 bytes are the magic.
     configs move down one slot (seen on the golden ``ddf-two-volumes``).
   - *Changed VD* (``ddf_activate_spare`` builds these inside mdmon; mdadm's
     Grow never does for DDF): only ``phys_refnum`` and ``lba_offset`` are
-    copied, BVD by BVD matched on ``sec_elmnt_seq``; the stored record's
-    ``seqnum`` does *not* move (mdadm bumps its update buffer).
+    copied, BVD by BVD matched on ``sec_elmnt_seq``.  mdmon leaves the stored
+    record's ``seqnum`` (it bumps its update buffer); we move it on for each
+    BVD whose slots changed, as for ``ActivateSpare`` (``apply.py``: else a
+    crash between disks leaves two records mdadm's loader cannot tell apart).
   - Either way: Failed PDs get Transition, every disk's type and slot list are
     re-derived (Active_in_VD; Rebuilding if it joins a degraded VD), failed
     PDs no VD uses are dropped and the PD table compacted.
@@ -371,8 +373,10 @@ def _conf(b: Batch, u: ConfUpdate) -> None:
                 raise _reject(
                     "VD_CONF", "sec_elmnt_seq", _C_SEC_SEQ, f"no record for BVD {bvd.sec_elmnt_seq} of the VD"
                 )
-            bvd.phys_refnum = list(rec.phys_refnum)
-            bvd.lba_offset = list(rec.lba_offset)
+            if list(bvd.phys_refnum) != list(rec.phys_refnum) or list(bvd.lba_offset) != list(rec.lba_offset):
+                bvd.phys_refnum = list(rec.phys_refnum)
+                bvd.lba_offset = list(rec.lba_offset)
+                b.touch(bvd)  # departs from mdmon (see above)
     else:
         if _vd_index(c, guid) is None:
             raise _reject("VD_CONF", "guid", _C_GUID, "no VD entry with this GUID (VIRT_RECORDS must come first)")
@@ -380,6 +384,7 @@ def _conf(b: Batch, u: ConfUpdate) -> None:
             conf = clone_config(rec)
             conf.crc = 0  # mdadm never filled it in; resealed when written
             c.configs[(guid, int(rec.sec_elmnt_seq))] = conf
+            c.changed_configs.add((guid, int(rec.sec_elmnt_seq)))  # its disks are written first
         refs = {r for rec in u.records for r in rec.phys_refnum}
         for m in c.members:  # mdmon's config list has the new VD first
             if m.refnum in refs:

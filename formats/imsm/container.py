@@ -53,6 +53,9 @@ class IMSMContainer(ContainerMetadata):
         self.spares = spares
         self.tail = tail  # the winning copy's MPB buffer: source of the bytes after mpb_size
         self.migr_sector = migr_sector  # the migration record, kept during a general migration
+        #: Serials of disks the last ``apply`` made carriers of the MPB (a spare taken into
+        #: a volume): ``encode`` writes them first.  A copy starts with none.
+        self.joined: frozenset[str] = frozenset()
 
     @classmethod
     def from_copies(cls, winner: IMSMDiskCopy, members: dict[int, Disk], spares: list[Spare]) -> IMSMContainer:
@@ -110,16 +113,40 @@ class IMSMContainer(ContainerMetadata):
         new = self.copy()
         apply_changes(new, changes, env or Environment())
         new.validate()
+        new.joined = frozenset(new.mpb_carriers() - self.mpb_carriers())
         return new
 
+    def mpb_carriers(self) -> set[str]:
+        """The present disks ``encode`` writes the container's MPB to (not a spare record)."""
+        if self.mpb.num_raid_devs == 0:
+            return set()
+        return {
+            rec.serial_text
+            for i in self.members
+            if i < len(self.mpb.disks) and not (rec := self.mpb.disks[i]).is_failed and not rec.is_spare
+        }
+
     def encode(self) -> dict[str, list[Write]]:
-        """Each present, non-failed member's MPB (mdadm's order), then each spare's record."""
+        """Each present, non-failed member's MPB, then each spare's record.
+
+        Members go in table order (mdadm's), except that disks just taken into
+        the table (``joined``) go first.  mdadm writes the new member after
+        the old ones; a disk's MPB is only valid once its anchor (written last,
+        with the checksum over every sector) lands, so a crash while the last
+        old carrier is half-written (extension sectors landed, anchor not) left
+        the new member still holding its spare record and no valid current
+        copy anywhere: in a 2-disk container the failed disk's stale copy, with
+        that disk in sync, was all the loader had (crash harness).  Written
+        first, the new member holds the new MPB complete before any old carrier
+        is touched.  The order is no part of the bytes; mdadm reads them alike.
+        """
         self.validate()
         ss = self.sector_size
         data = mpb_bytes_for_disk(self.mpb, ss)
         out: dict[str, list[Write]] = {}
         zero = bytes(ss)
-        for i in sorted(self.members):
+        order = sorted(self.members, key=lambda i: (self.mpb.disks[i].serial_text not in self.joined, i))
+        for i in order:
             rec = self.mpb.disks[i]
             disk = self.members[i]
             if self.mpb.num_raid_devs == 0 and rec.is_spare:  # a container of spares only

@@ -27,6 +27,7 @@ from formats.changes import (
 from formats.ddf import HANDLER
 from formats.ddf import structs as S
 from formats.ddf.container import DDFContainer
+from formats.ddf.model import ref_text
 from formats.errors import ChangeRejected, MetadataError
 from formats.model import Container, DiskState, MemberState, Migration, MigrationType, VolumeState
 
@@ -174,7 +175,9 @@ def test_rebuild_cycle() -> None:
     assert spare is not None and gone is not None
     assert (spare.type, spare.state) == (S.PD_FORCED_GUID | S.PD_ACTIVE, S.PD_ONLINE | S.PD_REBUILDING)
     assert (gone.type, gone.state) == (0x05, S.PD_ONLINE | S.PD_FAILED | S.PD_TRANSITION)
-    assert c.bvds(c.vd_guid(0))[0].seqnum == seqnum  # mdadm bumps its update buffer only
+    # mdmon leaves the stored record's seqnum (it bumps its update buffer only); we move it on, so
+    # that a crash between disks leaves the new record the newer one (test below)
+    assert c.bvds(c.vd_guid(0))[0].seqnum == seqnum + 1
     v = c.model().volume(0)
     assert v.member(1).disk_ref == "34175d40" and v.member(1).state == MemberState.REBUILDING
     assert v.migration is not None and v.migration.type == MigrationType.REBUILD
@@ -186,6 +189,54 @@ def test_rebuild_cycle() -> None:
     v = reload(disks).model().volume(0)
     assert v.state == VolumeState.NORMAL and v.migration is None
     assert all(m.state == MemberState.IN_SYNC for m in v.members)
+
+
+def test_a_crash_between_disks_of_a_spare_activation_loads_as_after_in_any_disk_order() -> None:
+    """Some disks of the activation written, the rest not: the new PD table must come with the new VD config.
+
+    mdmon leaves the config's seqnum alone on activation, so the old and new
+    records tie and the loader keeps whichever disk it meets first.  Once the
+    failed disk (which no longer holds the VD) or another disk with the new
+    header has won, that was the new PD table (spare active, rebuilding) with
+    the old slot (failed disk, no rebuild).
+    """
+    disks = writable("ddf-raid5-spare")
+    write(container("ddf-raid5-spare", disks).apply([FailDisk("4624ee28")], env()))
+    c = reload(disks)
+    act = c.apply([ActivateSpare(0, 1, "34175d40")], env())
+    writes = act.encode()
+    for ref in list(writes)[:-1]:
+        write_all(act.disks()[ref], writes[ref])
+        copies = [HANDLER.load(d) for d in disks]
+        for order in (copies, copies[::-1]):
+            v = HANDLER.assemble(order).model().volume(0)
+            assert v == act.model().volume(0), ref
+
+
+def test_the_disks_holding_a_changed_config_record_are_written_first() -> None:
+    """ddf-two-volumes, a member of both VDs failed, two new spares: vol0 takes the second one.
+
+    In mdadm's disk-list order the newest spare (head of the list, in no VD)
+    would be written first: a crash after its header gives the loader the new
+    PD table and only old records to pair it with.
+    """
+    from formats.blockio import MemoryDisk
+
+    disks = writable("ddf-two-volumes")
+    c = container("ddf-two-volumes", disks)
+    failed = c.apply([FailDisk(c.model().volume(0).member(0).disk_ref or "")], env())
+    blanks = [MemoryDisk(bytes(disks[0].size_bytes), name=f"/dev/sd{x}") for x in "de"]
+    with_spares = failed.apply([AddSpare(f"S{i}", d.size_bytes // 512, disk=d) for i, d in enumerate(blanks)], env())
+    for i, d in enumerate(blanks):
+        with_spares.attach(f"S{i}", d)
+    head, older = (ref_text(m.refnum) for m in with_spares.members[:2])  # S1, then S0
+    act = with_spares.apply([ActivateSpare(0, 0, older)], env())
+    order = list(act.encode())
+    assert order[0] != head  # not mdadm's disk-list order
+    guid = act.vd_guid(0)
+    first = act.member(int(order[0], 16))
+    assert first is not None and guid in first.vlist
+    assert act.bvds(guid)[0].seqnum == with_spares.bvds(guid)[0].seqnum + 1
 
 
 def test_end_migration_finishes_a_rebuild() -> None:

@@ -20,7 +20,7 @@ from formats.ddf.container import DDFContainer, clone_config
 from formats.errors import ChangeRejected, MetadataError
 from testbed.transcript import decode_metadata
 
-from .helpers import container, writable
+from .helpers import container, creation_messages, without_volume, writable
 
 NOW = 1_800_000_000.0
 TRANSCRIPT = Path(__file__).parents[2] / "data" / "transcripts" / "ddf-raid1-raid0.json"
@@ -28,41 +28,6 @@ TRANSCRIPT = Path(__file__).parents[2] / "data" / "transcripts" / "ddf-raid1-rai
 
 def env(now: float = NOW) -> Environment:
     return Environment(now=lambda: now, rng=random.Random(7))
-
-
-def without_volume(after: DDFContainer, index: int) -> DDFContainer:
-    """The container as it was before mdadm created VD ``index`` (mdmon running).
-
-    Creating a VD over the socket touches only: the VD entry (an unused, all-0xFF
-    entry before), ``populated_vdes``, the VD's config records, the slot lists of
-    its disks (the new VD takes slot 0), the PD types of disks that were global
-    spares, and the header seq (one write).  Undo exactly those.
-    """
-    guid = after.vd_guid(index)
-    before = after.copy()
-    refs = {r for bvd in after.bvds(guid) for r in bvd.phys_refnum}
-    before.virt.entries[index] = None
-    before.virt.header.populated_vdes -= 1
-    for k in [k for k in before.configs if k[0] == guid]:
-        del before.configs[k]
-    for m in before.members:
-        m.vlist = [g for g in m.vlist if g != guid]
-        pd = before.pd(m.refnum)
-        if m.refnum in refs and not m.vlist and pd is not None:
-            pd.type = (pd.type | S.PD_GLOBAL_SPARE) & ~S.PD_ACTIVE
-    before.header.seq -= 1
-    before.header.timestamp = 0
-    before.validate()
-    return before
-
-
-def creation_messages(after: DDFContainer, index: int) -> list[bytes]:
-    """What write_init_super_ddf queues: VIRT_RECORDS, then VD_CONF (the CRC field is mdadm's garbage)."""
-    guid = after.vd_guid(index)
-    return [
-        U.virt_add(after.virt.header, after.virt.entries[index], index),
-        U.vd_conf(after.bvds(guid), after, crc=0xDEADBEEF),
-    ]
 
 
 def assert_same_bytes(result: DDFContainer, disks: dict[str, object]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import replace
 
@@ -22,7 +23,7 @@ from formats.changes import (
     SetDirty,
     StartResync,
 )
-from formats.errors import ChangeRejected
+from formats.errors import ChangeRejected, MetadataError
 from formats.imsm import HANDLER
 from formats.imsm.container import IMSMContainer
 from formats.imsm.create import VolumeSpec, create
@@ -190,3 +191,40 @@ def test_two_spares_join_one_rebuild_in_one_update_and_share_its_checkpoint() ->
     progressed = first.apply([SetCheckpoint(0, 40960)], ENV)
     with pytest.raises(ChangeRejected, match="already migrating"):
         progressed.apply([ActivateSpare(0, 2, serials[5])], ENV)
+
+
+def test_a_spare_taken_into_a_volume_is_written_before_the_old_members() -> None:
+    """2-disk container, disk0 failed: a crash after disk1's extension sector, before its anchor.
+
+    In mdadm's order (table order, the new member last) disk1 is torn there and
+    the spare still holds its spare record: the only valid MPB is the failed
+    disk's stale one, and both volumes loaded normal with it in sync.  The new
+    member written first holds the new MPB complete by then.
+    """
+    disks = [writable("imsm-two-volumes", n) for n in range(2)]
+    c = container("imsm-two-volumes", disks).apply([FailDisk("MDVM00000000")], ENV)
+    for ref, writes in c.encode().items():
+        write_all(c.disks()[ref], writes)
+    spare = MemoryDisk(bytes(disks[0].size_bytes), name="/dev/sdc", serial="MDVM00000002")
+    c = container("imsm-two-volumes", disks).apply([AddSpare("MDVM00000002", spare.size_bytes // 512)], ENV)
+    c.attach("MDVM00000002", spare)
+    for ref, writes in c.encode().items():
+        write_all(c.disks()[ref], writes)
+    act = c.apply([ActivateSpare(0, 1, "MDVM00000002")], ENV)
+    plan = act.encode()
+    where = {"MDVM00000001": disks[1], "MDVM00000002": spare}
+    for ref, writes in plan.items():  # the encode order is the write order
+        if ref == "MDVM00000001":
+            assert len(writes) >= 2  # extension sectors, then the anchor
+            write_all(disks[1], writes[:-1])  # the crash: the anchor never lands
+            break
+        write_all(where[ref], writes)
+    copies = []
+    for d in [*disks, spare]:
+        with contextlib.suppress(MetadataError):  # disk1 is torn: mdadm -I leaves it out
+            copies.append(HANDLER.load(d))
+    got = HANDLER.assemble(copies).model()
+    stale = [m for v in got.volumes for m in v.members if m.disk_ref == "MDVM00000000"]
+    assert all(m.state is not MemberState.IN_SYNC for m in stale)
+    assert got.volumes == act.model().volumes
+    assert next(iter(plan)) == "MDVM00000002" and act.joined == {"MDVM00000002"}
