@@ -127,6 +127,26 @@ def activate(v: int, which: int = 0) -> Step:
     return step(f"activate spare {which} in vol{v}", plan)
 
 
+def activate_onto(v: int, other: int) -> Step:
+    """Into the first failed or empty slot of volume ``v``, the disk being rebuilt into volume ``other``.
+
+    One replacement disk serving both matrix volumes: on DDF, the second rebuild is held in
+    memory and recorded only once md has it in sync (``DDFContainer.pending``).
+    """
+
+    def plan(m: Container, r: Rig) -> list[Change]:
+        vol = m.volume(v)
+        slot = next(x.slot for x in vol.members if x.state in (MemberState.FAILED, MemberState.MISSING))
+        mine = {x.disk_ref for x in vol.members}
+        ref = next(
+            x.disk_ref for x in m.volume(other).members if x.state is MemberState.REBUILDING and x.disk_ref not in mine
+        )
+        assert ref is not None
+        return [ActivateSpare(v, slot, ref)]
+
+    return step(f"activate vol{other}'s new disk in vol{v}", plan)
+
+
 def checkpoint(v: int, sectors: int) -> Step:
     return step(f"checkpoint vol{v} at {sectors}", lambda m, r: [SetCheckpoint(v, sectors)])
 
@@ -368,6 +388,20 @@ def all_scenarios() -> list[Scenario]:
                 in_sync(1),
                 dirty(0, False),
                 dirty(1, False),
+                remove_failed(),
+            ),
+        ),
+        Scenario(
+            "ddf-one-spare-two-volumes",  # the spare rebuilds both; vol1's copy ends first, then vol0's
+            "ddf",
+            golden("ddf", "ddf-two-volumes", blanks=1),
+            (
+                fail(1, 0),
+                add_spare(3),
+                activate(0, 0),
+                activate_onto(1, 0),
+                in_sync(1),
+                in_sync(0),
                 remove_failed(),
             ),
         ),
