@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 
 from mdmond.cli import main
-from tests.golden import GOLDEN, disk_count, examine, golden_serial
-
-
-def spec(scenario: str, n: int) -> str:
-    return f"{GOLDEN / scenario / f'disk{n}.img.xz'},serial={golden_serial(n)}"
+from tests.golden import examine, image_spec, image_specs
 
 
 def test_examine_json_matches_mdadm(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["examine", "--json", spec("imsm-raid5", 0)]) == 0
+    assert main(["examine", "--json", image_spec("imsm-raid5", 0)]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     ex = examine("imsm-raid5", 0)
     assert entry["format"] == "imsm" and entry["uuid"] == ex.fields["UUID"]
@@ -26,7 +22,7 @@ def test_examine_json_matches_mdadm(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_examine_text_with_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["examine", "--check-roundtrip", spec("imsm-raid1", 0)]) == 0
+    assert main(["examine", "--check-roundtrip", image_spec("imsm-raid1", 0)]) == 0
     out = capsys.readouterr().out
     assert "Intel Raid ISM Cfg Sig." in out and "Round trip : identical" in out
 
@@ -45,7 +41,7 @@ def test_missing_file_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[
 
 
 def test_dry_run_json(capsys: pytest.CaptureFixture[str]) -> None:
-    args = [spec("imsm-raid1", n) for n in range(disk_count("imsm-raid1"))]
+    args = image_specs("imsm-raid1")
     assert main(["dry-run", "--json", "--write-at", "1", "--duration", "10", *args]) == 0
     report = json.loads(capsys.readouterr().out)
     (c,) = report["containers"]
