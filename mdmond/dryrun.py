@@ -25,7 +25,7 @@ import formats
 from formats.base import DiskMetadata
 from formats.blockio import OverlayDisk
 from formats.changes import Environment
-from formats.model import Container, MemberState, MigrationType, Volume
+from formats.model import Container, DiskState, MemberState, MigrationType, Volume
 
 from .events import Event, EventLog
 from .examine import container_json, warnings_of
@@ -248,8 +248,12 @@ def _resolve(act: Action, images: Sequence[_Image], models: dict[tuple[str, str]
 def _incomplete(container: str, model: Container) -> list[tuple[Problem, bool]]:
     """Members and spares the metadata records but no image holds: (problem, whether the volume cannot start)."""
     given = {d.ref for d in model.disks if d.path is not None}
-    where = f"{model.format} container {model.uuid}"
     out: list[tuple[Problem, bool]] = []
+
+    def problem(message: str, fatal: bool) -> None:
+        where = f"{model.format} container {model.uuid}"
+        out.append((Problem(message, what=container, where=where, kind="incomplete"), fatal))
+
     for v in model.volumes:
         absent = [m for m in v.members if m.state is MemberState.IN_SYNC and m.disk_ref not in given]
         if not absent:
@@ -258,28 +262,19 @@ def _incomplete(container: str, model: Container) -> list[tuple[Problem, bool]]:
         names = ", ".join(f"{model.serial_of(m.disk_ref)} (slot {m.slot})" for m in absent)
         have = f"{len(present)} of {v.raid_disks} members among the images; missing {names}"
         if _can_start(v, present):
-            out.append(
-                (
-                    Problem(
-                        f"volume {v.name!r} starts degraded: {have}", what=container, where=where, kind="incomplete"
-                    ),
-                    False,
-                )
-            )
+            problem(f"volume {v.name!r} starts degraded: {have}", False)
         else:
-            msg = f"volume {v.name!r} (raid{v.level}) cannot start (mdadm would refuse): {have}; container not run"
-            out.append((Problem(msg, what=container, where=where, kind="incomplete"), True))
-    members = {m.disk_ref for v in model.volumes for m in v.members}
+            problem(f"volume {v.name!r} (raid{v.level}) cannot start (mdadm would refuse): {have}; not run", True)
+    # A disk the daemon would take up (a spare, a rebuild to resume) is missed too; a failed one is not.
+    roles = {m.disk_ref: m.state for v in model.volumes for m in v.members}
     for d in model.disks:
-        if d.path is None and d.ref not in members:
-            out.append(
-                (
-                    Problem(
-                        f"spare {d.serial} is not among the images", what=container, where=where, kind="incomplete"
-                    ),
-                    False,
-                )
-            )
+        role = roles.get(d.ref)
+        if d.path is not None or d.state in (DiskState.FAILED, DiskState.MISSING):
+            continue
+        if role is None:
+            problem(f"spare {d.serial} is not among the images", False)
+        elif role in (MemberState.REBUILDING, MemberState.OUT_OF_SYNC):
+            problem(f"member {d.serial} ({role.value}) is not among the images: its rebuild cannot resume", False)
     return out
 
 

@@ -93,6 +93,13 @@ ROWS = [
     Row("imsm-wrong-serial", ["dry-run", f"{xz('imsm-raid5', 0)},serial=X1"], USAGE, "serial 'X1' is not one of"),
     Row("one-of-three", ["dry-run", raid5(0)], FAILED, "volume 'vol0' (raid5) cannot start"),
     Row("two-of-three", ["dry-run", raid5(0), raid5(1)], OK, "warning: md127: ", "normal -> degraded"),
+    Row("spare-not-given", ["dry-run", *image_specs("ddf-raid5-spare")[:3]], OK, "spare Linux-MD"),
+    Row(
+        "rebuilding-not-given",
+        ["dry-run", *image_specs("imsm-raid5-rebuild-stopped")[:3]],
+        OK,
+        "member MDVM00000003 (rebuilding) is not among the images",
+    ),
     Row("same-image-twice", ["dry-run", raid5(0), raid5(0), raid5(1)], USAGE, "the same file as"),
     Row("same-disk-twice", ["dry-run", raid5(0), "{tmp}/copy0.img.xz,serial=MDVM00000000"], USAGE, "the same disk"),
     Row("dry-run-json-refusal", ["dry-run", "--json", "--duration", "-1", raid5(0)], USAGE, "--duration", '"error"'),
