@@ -255,12 +255,17 @@ def _incomplete(container: str, model: Container) -> list[tuple[Problem, bool]]:
         out.append((Problem(message, what=container, where=where, kind="incomplete"), fatal))
 
     for v in model.volumes:
-        absent = [m for m in v.members if m.state is MemberState.IN_SYNC and m.disk_ref not in given]
+        absent = [
+            f"{model.serial_of(m.disk_ref)} (slot {m.slot})"
+            for m in v.members
+            if m.state is MemberState.IN_SYNC and m.disk_ref not in given
+        ]
+        # A slot no given image describes at all (DDF RAID10: each mirror's record is on its own disks).
+        absent += [f"slot {s}" for s in sorted(set(range(v.raid_disks)) - {m.slot for m in v.members})]
         if not absent:
             continue
         present = {m.slot for m in v.members if m.state is MemberState.IN_SYNC and m.disk_ref in given}
-        names = ", ".join(f"{model.serial_of(m.disk_ref)} (slot {m.slot})" for m in absent)
-        have = f"{len(present)} of {v.raid_disks} members among the images; missing {names}"
+        have = f"{len(present)} of {v.raid_disks} members among the images; missing {', '.join(absent)}"
         if _can_start(v, present):
             problem(f"volume {v.name!r} starts degraded: {have}", False)
         else:
@@ -269,12 +274,14 @@ def _incomplete(container: str, model: Container) -> list[tuple[Problem, bool]]:
     roles = {m.disk_ref: m.state for v in model.volumes for m in v.members}
     for d in model.disks:
         role = roles.get(d.ref)
-        if d.path is not None or d.state in (DiskState.FAILED, DiskState.MISSING):
+        if d.path is not None or d.state in (DiskState.FAILED, DiskState.MISSING) or role is MemberState.IN_SYNC:
             continue
-        if role is None:
-            problem(f"spare {d.serial} is not among the images", False)
-        elif role in (MemberState.REBUILDING, MemberState.OUT_OF_SYNC):
+        if role in (MemberState.REBUILDING, MemberState.OUT_OF_SYNC):
             problem(f"member {d.serial} ({role.value}) is not among the images: its rebuild cannot resume", False)
+        elif d.state is DiskState.SPARE:
+            problem(f"spare {d.serial} is not among the images", False)
+        elif role is None:
+            problem(f"disk {d.serial}, {d.state.value} in the container, is not among the images", False)
     return out
 
 

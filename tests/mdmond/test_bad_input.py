@@ -93,6 +93,13 @@ ROWS = [
     Row("imsm-wrong-serial", ["dry-run", f"{xz('imsm-raid5', 0)},serial=X1"], USAGE, "serial 'X1' is not one of"),
     Row("one-of-three", ["dry-run", raid5(0)], FAILED, "volume 'vol0' (raid5) cannot start"),
     Row("two-of-three", ["dry-run", raid5(0), raid5(1)], OK, "warning: md127: ", "normal -> degraded"),
+    Row(
+        "raid10-mirror-lost",
+        ["dry-run", image_spec("ddf-raid10", 0), image_spec("ddf-raid10", 2)],
+        FAILED,
+        "missing slot 0, slot 1; not run",
+    ),
+    Row("raid10-one-each", ["dry-run", *image_specs("ddf-raid10")[:2]], OK, "volume 'vol0' starts degraded: 2 of 4"),
     Row("spare-not-given", ["dry-run", *image_specs("ddf-raid5-spare")[:3]], OK, "spare Linux-MD"),
     Row(
         "rebuilding-not-given",
