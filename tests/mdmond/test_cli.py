@@ -33,6 +33,20 @@ def test_bad_image_exits_1_with_a_clear_error(tmp_path: Path, capsys: pytest.Cap
     assert main(["examine", "--json", str(img)]) == 1
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["device"] == str(img) and entry["error"]["kind"] == "no-metadata"
+    assert {"kind", "message", "what", "where"} <= set(entry["error"]) and entry["error"]["what"] == str(img)
+
+
+def test_dry_run_json_errors_and_warnings_have_the_one_error_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(bytes(1 << 20))
+    assert main(["dry-run", "--json", "--duration", "2", image_spec("imsm-raid1", 0), str(blank)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    (err,) = report["errors"]
+    (warn,) = report["warnings"]
+    assert err == {"kind": "no-metadata", "message": err["message"], "what": str(blank), "where": None}
+    assert set(warn) == {"kind", "message", "what", "where"} and warn["kind"] == "incomplete"
 
 
 def test_missing_file_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
