@@ -12,9 +12,10 @@ would have been written.  The originals are never opened for writing.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -24,16 +25,17 @@ import formats
 from formats.base import DiskMetadata
 from formats.blockio import OverlayDisk
 from formats.changes import Environment
-from formats.model import Container, MemberState, MigrationType
+from formats.model import Container, DiskState, MemberState, MigrationType, Volume
 
 from .events import Event, EventLog
-from .examine import container_json
-from .images import open_image
+from .examine import container_json, warnings_of
+from .images import open_image, split_spec
 from .kernel.simulated import SimArray, SimDevice, SimKernel
 from .kernel.values import MAX_SECTOR, ArrayState
 from .manager import Manager
 from .metadata import MetadataStore
 from .monitor.container import ContainerMonitor
+from .usage import CommandError, Problem, problem_of
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class ContainerResult:
 @dataclass
 class Report:
     containers: list[ContainerResult] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)  # an image or container that could not be run
+    warnings: list[Problem] = field(default_factory=list)  # run anyway: members or spares not given, ...
 
     def json(self) -> dict[str, Any]:
         return {
@@ -71,8 +74,22 @@ class Report:
                 }
                 for c in self.containers
             ],
-            "errors": self.errors,
+            "errors": [p.json() for p in self.errors],
+            "warnings": [p.json() for p in self.warnings],
         }
+
+
+@dataclass
+class _Image:
+    """One image named on the command line, as the dry run knows it."""
+
+    spec: str  # as given: PATH[,serial=S]
+    path: str
+    device: str  # the name the simulated kernel gives it: sdb
+    copy: DiskMetadata | None = None  # None: it could not be read
+    ref: str | None = None  # its own entry in its container's disk table
+    serial: str | None = None  # as the metadata records it (DDF: the PD GUID)
+    key: tuple[str, str] | None = None  # (format, container uuid)
 
 
 async def _sleep_until(t: float) -> None:
@@ -86,22 +103,60 @@ def dry_run(
     actions: Sequence[Action] = (),
     sector_size: int | None = None,
 ) -> Report:
-    """Run the daemon over the images in simulated time; nothing reaches the originals."""
+    """Run the daemon over the images in simulated time; nothing reaches the originals.
+
+    Raises ``CommandError`` when the command line cannot mean what it says (an
+    action outside the run, an unknown device to fail, an image named twice, an
+    image whose drive serial is missing); an image that cannot be read, or a
+    volume with too few members to start, is reported and the rest still run.
+    """
+    _check_times(actions, duration)
     report = Report()
-    copies: dict[tuple[str, str], list[DiskMetadata]] = defaultdict(list)
+    images: list[_Image] = []
     for i, spec in enumerate(specs):
         name = f"/dev/sd{chr(ord('a') + i)}" if i < 26 else f"/dev/sd{i}"
+        img = _Image(spec, spec, name.removeprefix("/dev/"))
+        images.append(img)
         try:
+            img.path = split_spec(spec)[0]
             disk = OverlayDisk(open_image(spec, sector_size=sector_size, name=name))
             copy = formats.load(disk)
-            key = (copy.format, formats.handler(copy.format).assemble([copy]).model().uuid)
+            metadata = formats.handler(copy.format).assemble([copy])
         except (formats.MetadataError, formats.DiskIOError) as e:
-            report.errors.append(f"{spec}: {e}")
+            report.errors.append(problem_of(spec, e))
             continue
-        copies[key].append(copy)
+        model = metadata.model()
+        own = list(metadata.disks())
+        if not own:  # IMSM knows its own entry only by the drive's serial
+            recorded = ", ".join(d.serial for d in model.disks) or "none"
+            msg = (
+                f"serial {disk.serial!r} is not one of the disks its {copy.format} metadata records ({recorded})"
+                if disk.serial
+                else f"an {copy.format} image needs its drive's serial, one of {recorded}: name it as IMAGE,serial=S"
+            )
+            raise CommandError(Problem(msg, what=spec))
+        img.copy, img.ref, img.key = copy, own[0], (copy.format, model.uuid)
+        img.serial = model.disk(own[0]).serial
+    _refuse_duplicates(images)
+    copies: dict[tuple[str, str], list[DiskMetadata]] = defaultdict(list)
+    for img in images:
+        if img.copy is not None and img.key is not None:
+            copies[img.key].append(img.copy)
     _join_floating_spares(copies)
+    home = {id(c): key for key, group in copies.items() for c in group}
+    for img in images:  # a floating spare now belongs to the container that took it in
+        if img.copy is not None:
+            img.key = home[id(img.copy)]
+    models = {key: formats.handler(key[0]).assemble(group).model() for key, group in copies.items()}
+    actions = [_resolve(a, images, models) for a in actions]
     for n, ((fmt, _uuid), group) in enumerate(sorted(copies.items())):
         container = f"md{127 - 10 * n}"
+        model = models[(fmt, _uuid)]
+        problems = _incomplete(container, model)
+        report.warnings.extend(p for p, fatal in problems if not fatal)
+        if any(fatal for _, fatal in problems):
+            report.errors.extend(p for p, fatal in problems if fatal)
+            continue
         try:
             result = trio.run(
                 _run_container,
@@ -113,10 +168,134 @@ def dry_run(
                 clock=trio.testing.MockClock(autojump_threshold=0),
             )
         except (formats.MetadataError, formats.DiskIOError) as e:
-            report.errors.append(f"{container}: {e}")
+            report.errors.append(problem_of(container, e))
             continue
         report.containers.append(result)
+    if not report.containers and not report.errors:
+        report.errors.append(Problem("no container to run", what="dry-run"))
+    for img in images:
+        if img.copy is not None:
+            one = formats.handler(img.copy.format).assemble([img.copy]).model()
+            report.warnings.extend(warnings_of(img.spec, one, img.copy.disk.name))
     return report
+
+
+def _check_times(actions: Sequence[Action], duration: float) -> None:
+    """An action at or after the end would silently never happen."""
+    for a in actions:
+        if not a.at < duration:
+            option = "--fail" if a.kind == "fail" else "--write-at"
+            raise CommandError(
+                Problem(f"{a.at:g} s is not before the end of the run (--duration {duration:g})", what=option)
+            )
+
+
+def _refuse_duplicates(images: Sequence[_Image]) -> None:
+    """The same disk twice would be assembled as two members (or two copies of one)."""
+    seen: dict[tuple[str, object], _Image] = {}
+    for img in images:
+        keys: list[tuple[str, object]] = []
+        try:
+            st = os.stat(img.path)
+            keys.append(("the same file", (st.st_dev, st.st_ino)))
+        except OSError:
+            pass  # reported as unreadable already
+        if img.key is not None and img.ref is not None:  # a copy of one disk's image
+            keys.append((f"the same disk of the container ({img.serial})", (img.key, img.ref)))
+        for k in keys:
+            first = seen.setdefault(k, img)
+            if first is not img:
+                same = k[0]
+                raise CommandError(
+                    Problem(f"{same} as {first.spec} ({first.device}); name each disk once", what=img.spec)
+                )
+
+
+def _resolve(act: Action, images: Sequence[_Image], models: dict[tuple[str, str], Container]) -> Action:
+    """A ``--fail`` target (sdb, /dev/sdb, a serial, an image path) as the device name the kernel knows."""
+    if act.kind != "fail":
+        return act
+    t = act.target
+    matches = [
+        img
+        for img in images
+        if t in (img.device, f"/dev/{img.device}", img.spec, img.path, img.serial, img.ref)
+        or os.path.realpath(t) == os.path.realpath(img.path)
+    ]
+    known = ", ".join(f"{i.device}={i.path}" + (f" (serial {i.serial})" if i.serial else "") for i in images)
+    if not matches:
+        raise CommandError(Problem(f"names no disk among the images ({known})", what="--fail", where=t))
+    img = matches[0]
+    if img.copy is None or img.key is None:
+        raise CommandError(Problem(f"names {img.spec}, which could not be read", what="--fail", where=t))
+    model = models.get(img.key)
+    if model is None:  # a spare-only disk no container took in
+        raise CommandError(Problem(f"{img.device} belongs to no container being run", what="--fail", where=t))
+    started = {m.disk_ref for v in model.volumes for m in v.members if m.state is MemberState.IN_SYNC}
+    if img.ref not in started:
+        recorded = {m.disk_ref for v in model.volumes for m in v.members}
+        what = "a spare" if img.ref not in recorded else "a member that is not in sync (failed or being rebuilt)"
+        raise CommandError(
+            Problem(
+                f"{img.device} ({img.serial}) is {what}; only an in-sync member of a started array can fail",
+                what="--fail",
+                where=t,
+            )
+        )
+    return replace(act, target=img.device)
+
+
+def _incomplete(container: str, model: Container) -> list[tuple[Problem, bool]]:
+    """Members and spares the metadata records but no image holds: (problem, whether the volume cannot start)."""
+    given = {d.ref for d in model.disks if d.path is not None}
+    out: list[tuple[Problem, bool]] = []
+
+    def problem(message: str, fatal: bool) -> None:
+        where = f"{model.format} container {model.uuid}"
+        out.append((Problem(message, what=container, where=where, kind="incomplete"), fatal))
+
+    for v in model.volumes:
+        absent = [
+            f"{model.serial_of(m.disk_ref)} (slot {m.slot})"
+            for m in v.members
+            if m.state is MemberState.IN_SYNC and m.disk_ref not in given
+        ]
+        # A slot no given image describes at all (DDF RAID10: each mirror's record is on its own disks).
+        absent += [f"slot {s}" for s in sorted(set(range(v.raid_disks)) - {m.slot for m in v.members})]
+        if not absent:
+            continue
+        present = {m.slot for m in v.members if m.state is MemberState.IN_SYNC and m.disk_ref in given}
+        have = f"{len(present)} of {v.raid_disks} members among the images; missing {', '.join(absent)}"
+        if _can_start(v, present):
+            problem(f"volume {v.name!r} starts degraded: {have}", False)
+        else:
+            problem(f"volume {v.name!r} (raid{v.level}) cannot start (mdadm would refuse): {have}; not run", True)
+    # A disk the daemon would take up (a spare, a rebuild to resume) is missed too; a failed one is not.
+    roles = {m.disk_ref: m.state for v in model.volumes for m in v.members}
+    for d in model.disks:
+        role = roles.get(d.ref)
+        if d.path is not None or d.state in (DiskState.FAILED, DiskState.MISSING) or role is MemberState.IN_SYNC:
+            continue
+        if role in (MemberState.REBUILDING, MemberState.OUT_OF_SYNC):
+            problem(f"member {d.serial} ({role.value}) is not among the images: its rebuild cannot resume", False)
+        elif d.state is DiskState.SPARE:
+            problem(f"spare {d.serial} is not among the images", False)
+        elif role is None:
+            problem(f"disk {d.serial}, {d.state.value} in the container, is not among the images", False)
+    return out
+
+
+def _can_start(v: Volume, present: set[int]) -> bool:
+    """Whether md would run the volume on these slots (mdadm --assemble --run)."""
+    missing = v.raid_disks - len(present)
+    if v.level in (4, 5, 6):
+        return missing <= (2 if v.level == 6 else 1)
+    if v.level == 1:
+        return bool(present)
+    if v.level == 10:  # near copies: every group of ``copies`` adjacent slots keeps one
+        copies = max(1, v.layout & 0xFF)
+        return all(any(s in present for s in range(g, g + copies)) for g in range(0, v.raid_disks, copies))
+    return missing == 0  # raid0, linear
 
 
 async def _run_container(
@@ -227,7 +406,7 @@ def _assemble(container: str, model: Container, kernel: SimKernel) -> list[SimAr
 
 
 def describe(report: Report) -> str:
-    """The report for a person: a timeline per container, then what changed."""
+    """The report for a person: a timeline per container, then what changed (errors and warnings: stderr)."""
     out = []
     for c in report.containers:
         out.append(f"{c.name}: {c.before.format} container {c.before.uuid}, {len(c.before.volumes)} volume(s)")
@@ -243,5 +422,4 @@ def describe(report: Report) -> str:
             )
         total = sum(n for w in c.writes.values() for _, n in w)
         out.append(f"  would write {total} bytes to {len(c.writes)} disk(s); nothing was written to the originals")
-    out.extend(f"error: {e}" for e in report.errors)
     return "\n".join(out) + "\n"

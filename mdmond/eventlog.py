@@ -2,8 +2,10 @@
 
 The log is JSON lines, appended by the daemon; a consumer may start while it
 is written, so a last line without its newline is left for the next read, and
-a line that is not JSON is reported with its line number and skipped, never
-fatal: a monitoring script must not die of one torn line.
+a line that is not JSON, not an event, or whose ``time`` is not seconds since
+the epoch (a string, null, NaN, 1e20) is reported as a one-line warning with
+the file and line number and skipped, never fatal: a monitoring script must
+not die of one torn or foreign line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from .events import KINDS
 from .sinks import ROUTINE
+from .usage import FAILED, CommandError, Problem
+
+#: Times at or past year 10000 are no time a daemon wrote (and the C library cannot show them).
+MAX_TIME = 253402300800.0
 
 
 @dataclass
@@ -62,10 +69,15 @@ def read(stream: IO[str], *, follow: bool = False, poll: float = 0.5) -> Iterato
         try:
             e = json.loads(line)
         except json.JSONDecodeError as err:
-            yield n, f"line {n}: not JSON ({err.msg} at column {err.colno})"
+            yield n, f"line {n}: not JSON ({err.msg} at column {err.colno}); skipped"
             continue
-        if not isinstance(e, dict) or "event" not in e:
-            yield n, f"line {n}: not an event object"
+        if not isinstance(e, dict) or not isinstance(e.get("event"), str):
+            yield n, f"line {n}: not an event object; skipped"
+            continue
+        t = e.get("time")
+        # bool is an int to Python, NaN fails every comparison: both refused here.
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t < MAX_TIME:
+            yield n, f"line {n}: time {json.dumps(t)} is not seconds since the epoch; skipped"
             continue
         yield n, e
 
@@ -78,21 +90,32 @@ def human(e: dict[str, Any]) -> str:
     return f"{stamp} {e.get('container', '-')} {e['event']}" + (f" {rest}" if rest else "")
 
 
+def check_kinds(kinds: list[str]) -> None:
+    """``--kind`` names must be kinds the daemon emits: a misspelt one would silently match nothing."""
+    for k in kinds:
+        if k not in KINDS:
+            raise CommandError(
+                Problem(f"unknown event kind; the kinds are: {', '.join(sorted(KINDS))}", what="--kind", where=k)
+            )
+
+
 def main(path: str, flt: Filter, *, follow: bool, as_json: bool) -> int:
-    """Print the log's events that pass ``flt``; 1 if the file cannot be read, 0 otherwise."""
+    """Print the log's events that pass ``flt``; 0, with a warning on stderr for each line skipped.
+
+    Raises ``CommandError`` (``FAILED``) if the file cannot be opened.
+    """
     try:
         stream = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
     except OSError as err:
-        print(f"mdmond events: {path}: {err.strerror}", file=sys.stderr)
-        return 1
+        raise CommandError(Problem(err.strerror or str(err), what=path, kind="io"), status=FAILED) from None
     with stream:
         for _, item in read(stream, follow=follow):
             if isinstance(item, str):
-                print(f"mdmond events: {path}: {item}", file=sys.stderr)
+                print(f"mdmond: warning: {path}: {item}", file=sys.stderr)
                 continue
             if flt.wants(item):
                 print(json.dumps(item, separators=(",", ":")) if as_json else human(item), flush=follow)
     return 0
 
 
-__all__ = ["Filter", "human", "main", "read"]
+__all__ = ["Filter", "check_kinds", "human", "main", "read"]

@@ -17,10 +17,64 @@ from typing import Any
 #: Events kept for consumers that have not caught up.
 BUFFER = 10_000
 
+#: Every event kind the daemon and the dry run emit, with what it means: the
+#: vocabulary ``mdmond events --kind`` accepts (a test holds the code to it).
+KINDS: dict[str, str] = {
+    "adopt-failed": "an array of the container could not be taken into service",
+    "array-adopted": "an array of the container is now served",
+    "array-released": "an array stopped and is no longer served",
+    "attr-write-failed": "writing an md sysfs attribute failed",
+    "bad-block-recorded": "a member's bad block was recorded in the metadata",
+    "bad-block-refused": "a member's bad block could not be recorded (the member is failed instead)",
+    "commit-failed": "a metadata write failed",
+    "container-disk-added": "a disk joined the container",
+    "container-disk-known": "a disk joining the container is one the metadata already records",
+    "container-disk-member": "a disk of ours joined late: the service reloads from every disk",
+    "container-disk-open-failed": "a disk joining the container could not be opened",
+    "container-disk-refused": "a disk joining the container was refused",
+    "container-disk-remove-refused": "a disk could not be removed from the container",
+    "container-disk-removed": "a disk left the container",
+    "control-bad-frame": "mdadm sent a malformed message on the control socket",
+    "control-refused": "a control-socket request was refused",
+    "control-timeout": "a control-socket client stopped mid-message",
+    "device-disappeared": "a member's disk left the system (udev remove)",
+    "device-reappeared": "a disk that had left came back",
+    "disk-watch-unavailable": "udev cannot be watched; disks leaving are seen only when I/O fails",
+    "events-lost": "events were dropped because a consumer fell behind",
+    "exiting": "a container's service stopped",
+    "fail-propagated": "a disk failed in one volume was failed in the container's other volumes",
+    "member-failed": "a member was recorded failed in the metadata",
+    "member-removed": "a failed member was removed from its array",
+    "memory-locked": "the process memory was locked (mlockall)",
+    "memory-lock-failed": "locking the process memory failed",
+    "metadata": "a metadata change was written (change=SetDirty, SetCheckpoint, ...)",
+    "no-spare": "a degraded volume has no usable spare",
+    "rebuild-resumed": "an interrupted rebuild resumed from its checkpoint",
+    "remove-failed": "removing a failed member from md failed",
+    "resume-failed": "resuming a rebuild from its checkpoint failed",
+    "script-fail": "dry run: the scripted failure of a member (--fail)",
+    "script-write": "dry run: a scripted write (--write-at)",
+    "script-write-refused": "dry run: md refused the scripted write",
+    "service-failed": "a container's service crashed (it is restarted from the on-disk metadata)",
+    "service-reloading": "a container's service reloads from its disks",
+    "serving": "a container is served",
+    "spare-activated": "a spare took a degraded volume's empty slot",
+    "spare-add-failed": "md refused a spare",
+    "spare-refused": "a spare was set aside for an array (md or the format refused it)",
+    "state-written": "an md array_state was written (routine)",
+    "takeover-skipped": "a takeover left a pid alone (its pid file names another program)",
+    "terminating": "the process was asked to stop (SIGTERM)",
+    "took-over": "this process took over a container from another mdmon or mdmond",
+    "unblocked": "a member's blocked I/O was released once the metadata recorded why",
+    "update-dropped": "updates from mdadm were dropped while stopping (the successor reloads)",
+    "update-refused": "an update from mdadm was refused (e.g. a reshape)",
+    "WRITE-HUNG": "dry run: a scripted write did not complete within 60 simulated seconds",
+}
+
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # "dirty", "clean", "disk-failed", "checkpoint", "commit-failed", ...
+    kind: str  # one of KINDS
     fields: dict[str, Any] = field(default_factory=dict)
     at: float = 0.0  # wall-clock seconds
 

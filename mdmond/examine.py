@@ -12,6 +12,8 @@ from typing import Any
 from formats.errors import DiskIOError, MetadataError
 from formats.model import Container, Volume
 
+from .usage import Problem, problem_of
+
 
 def container_json(c: Container, device: str) -> dict[str, Any]:
     return {
@@ -71,6 +73,7 @@ def volume_json(c: Container, v: Volume) -> dict[str, Any]:
 
 
 def error_json(device: str, err: MetadataError | DiskIOError) -> dict[str, Any]:
+    """``{"device", "error"}``: the one error shape (kind, message, what, where) and the format's detail."""
     if isinstance(err, MetadataError):
         detail: dict[str, Any] = {
             "kind": "no-metadata" if type(err).__name__ == "NoMetadata" else "bad-metadata",
@@ -83,4 +86,14 @@ def error_json(device: str, err: MetadataError | DiskIOError) -> dict[str, Any]:
         }
     else:
         detail = {"kind": "io", "disk": err.disk, "offset": err.offset, "message": err.message}
-    return {"device": device, "error": detail}
+    # The format's own fields keep their meaning; what and where are added.
+    return {"device": device, "error": {**problem_of(device, err).json(), **detail}}
+
+
+def warnings_of(what: str, c: Container, disk: str) -> list[Problem]:
+    """Defects the format read past on ``disk`` (a DDF header copy unusable), as mdadm --examine warns of them.
+
+    ``c`` is the model of that one disk's copy; ``what`` names the disk as the command line did.
+    """
+    prefix = f"{disk}: "
+    return [Problem(p.removeprefix(prefix), what=what, kind="damaged") for p in c.extra.get("problems", [])]

@@ -42,8 +42,12 @@ def open_image(spec: str, *, sector_size: int | None = None, name: str | None = 
         try:
             with lzma.open(path) as f:
                 data = f.read(MAX_XZ_IMAGE + 1)
-        except (OSError, lzma.LZMAError) as e:
-            raise DiskIOError(f"cannot decompress: {e}", disk=path) from e
+        except EOFError:  # lzma's word for a stream cut short (a copy interrupted, a partial download)
+            raise DiskIOError("truncated .xz image: the compressed data ends early", disk=path) from None
+        except OSError as e:
+            raise DiskIOError(f"cannot read: {e.strerror or e}", disk=path) from None
+        except lzma.LZMAError as e:
+            raise DiskIOError(f"cannot decompress: {e}", disk=path) from None
         if len(data) > MAX_XZ_IMAGE:
             raise DiskIOError(f"decompressed image is larger than {MAX_XZ_IMAGE} bytes", disk=path)
         ss = sector_size or 512

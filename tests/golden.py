@@ -63,6 +63,15 @@ def open_disk(scenario: str, n: int) -> FileDisk:
     return FileDisk(str(image_path(scenario, n)), name=guest_device(scenario, n), serial=golden_serial(n))
 
 
+def image_spec(scenario: str, n: int) -> str:
+    """How an administrator names golden disk ``n`` to mdmond: its ``.xz`` image with the drive's serial."""
+    return f"{GOLDEN / scenario / f'disk{n}.img.xz'},serial={golden_serial(n)}"
+
+
+def image_specs(scenario: str) -> list[str]:
+    return [image_spec(scenario, n) for n in range(disk_count(scenario))]
+
+
 def golden_serial(n: int) -> str:
     """The SCSI serial the test bed gives disk ``n``."""
     return f"MDVM{n:08d}"

@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 
 from mdmond.cli import main
-from tests.golden import GOLDEN, disk_count, examine, golden_serial
-
-
-def spec(scenario: str, n: int) -> str:
-    return f"{GOLDEN / scenario / f'disk{n}.img.xz'},serial={golden_serial(n)}"
+from tests.golden import examine, image_spec, image_specs
 
 
 def test_examine_json_matches_mdadm(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["examine", "--json", spec("imsm-raid5", 0)]) == 0
+    assert main(["examine", "--json", image_spec("imsm-raid5", 0)]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     ex = examine("imsm-raid5", 0)
     assert entry["format"] == "imsm" and entry["uuid"] == ex.fields["UUID"]
@@ -26,7 +22,7 @@ def test_examine_json_matches_mdadm(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_examine_text_with_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["examine", "--check-roundtrip", spec("imsm-raid1", 0)]) == 0
+    assert main(["examine", "--check-roundtrip", image_spec("imsm-raid1", 0)]) == 0
     out = capsys.readouterr().out
     assert "Intel Raid ISM Cfg Sig." in out and "Round trip : identical" in out
 
@@ -37,6 +33,20 @@ def test_bad_image_exits_1_with_a_clear_error(tmp_path: Path, capsys: pytest.Cap
     assert main(["examine", "--json", str(img)]) == 1
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["device"] == str(img) and entry["error"]["kind"] == "no-metadata"
+    assert {"kind", "message", "what", "where"} <= set(entry["error"]) and entry["error"]["what"] == str(img)
+
+
+def test_dry_run_json_errors_and_warnings_have_the_one_error_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(bytes(1 << 20))
+    assert main(["dry-run", "--json", "--duration", "2", image_spec("imsm-raid1", 0), str(blank)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    (err,) = report["errors"]
+    (warn,) = report["warnings"]
+    assert err == {"kind": "no-metadata", "message": err["message"], "what": str(blank), "where": None}
+    assert set(warn) == {"kind", "message", "what", "where"} and warn["kind"] == "incomplete"
 
 
 def test_missing_file_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,7 +55,7 @@ def test_missing_file_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[
 
 
 def test_dry_run_json(capsys: pytest.CaptureFixture[str]) -> None:
-    args = [spec("imsm-raid1", n) for n in range(disk_count("imsm-raid1"))]
+    args = image_specs("imsm-raid1")
     assert main(["dry-run", "--json", "--write-at", "1", "--duration", "10", *args]) == 0
     report = json.loads(capsys.readouterr().out)
     (c,) = report["containers"]

@@ -48,7 +48,8 @@ def test_bad_image_is_reported_by_name_and_the_rest_still_run(tmp_path: Path) ->
     bad.write_bytes(bytes(1 << 20))
     report = dry_run([*specs("imsm-raid1"), str(bad)], duration=5)
     assert len(report.containers) == 1
-    assert len(report.errors) == 1 and "zero.img" in report.errors[0]
+    (err,) = report.errors
+    assert err.what.endswith("zero.img") and err.kind == "no-metadata"
 
 
 def test_every_golden_container_runs_clean_and_no_write_hangs() -> None:

@@ -17,7 +17,7 @@ from mdmond.eventlog import Filter, human, read
 EVENTS = [
     {"event": "array-adopted", "time": 1795993459.33, "container": "md127", "array": "md126", "volume": 0},
     {"event": "metadata", "time": 1795993460.0, "container": "md127", "change": "SetDirty", "volume": 0},
-    {"event": "disk-failed", "time": 1795993461.5, "container": "md125", "device": "sdb"},
+    {"event": "member-failed", "time": 1795993461.5, "container": "md125", "device": "sdb"},
 ]
 
 
@@ -28,7 +28,7 @@ def _log(tmp_path: Path, extra: str = "") -> Path:
 
 
 def test_filters_by_kind_container_time_and_routine() -> None:
-    assert [Filter(kinds={"disk-failed"}).wants(e) for e in EVENTS] == [False, False, True]
+    assert [Filter(kinds={"member-failed"}).wants(e) for e in EVENTS] == [False, False, True]
     assert [Filter(containers={"md127"}).wants(e) for e in EVENTS] == [True, True, False]
     assert [Filter(since=1795993460.0).wants(e) for e in EVENTS] == [False, True, True]
     assert [Filter(routine=False).wants(e) for e in EVENTS] == [True, False, True]
@@ -51,7 +51,7 @@ def test_command_prints_json_or_human_and_reports_a_missing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = _log(tmp_path, "garbage\n")
-    assert main(["events", "--json", "--kind", "disk-failed", str(log)]) == 0
+    assert main(["events", "--json", "--kind", "member-failed", str(log)]) == 0
     out, err = capsys.readouterr()
     assert [json.loads(x) for x in out.splitlines()] == [EVENTS[2]]
     assert "line 4: not JSON" in err

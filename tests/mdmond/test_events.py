@@ -1,10 +1,45 @@
-"""The bounded event buffer: a reader's cursor, events lost to the bound, the context every event carries."""
+"""The bounded event buffer: a reader's cursor, events lost to the bound, the context every event carries.
+
+And the vocabulary: every kind the code emits is listed in ``KINDS`` (what ``mdmond events --kind`` accepts),
+and every listed kind is emitted somewhere.
+"""
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 
-from mdmond.events import Event, EventLog
+import mdmond
+from mdmond.events import KINDS, Event, EventLog
+
+#: Calls whose first argument is an event kind.
+EMITTERS = {"emit", "_failed", "Event"}
+
+
+def emitted_kinds() -> dict[str, str]:
+    """Kind -> a file emitting it, for every literal kind (both arms of ``a if c else b``) in mdmond."""
+    found: dict[str, str] = {}
+    for path in Path(mdmond.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name not in EMITTERS:
+                continue
+            arg = node.args[0]
+            arms = [arg.body, arg.orelse] if isinstance(arg, ast.IfExp) else [arg]
+            for a in arms:
+                if isinstance(a, ast.Constant) and isinstance(a.value, str):
+                    found.setdefault(a.value, str(path))
+    return found
+
+
+def test_the_vocabulary_is_exactly_what_the_code_emits() -> None:
+    emitted = emitted_kinds()
+    assert {k: f for k, f in emitted.items() if k not in KINDS} == {}
+    assert sorted(set(KINDS) - set(emitted)) == []
+    assert all(meaning for meaning in KINDS.values())
 
 
 def ticking() -> Callable[[], float]:
