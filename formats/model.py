@@ -89,6 +89,9 @@ class Member:
     disk_ref: str | None  # None: no disk recorded in the slot
     state: MemberState
     offset_sectors: int = 0  # where the volume's data starts on the disk
+    #: Bad-block ranges the metadata records on this member's extent, (sector, length) in
+    #: sectors of the disk, as md lists them in ``bad_blocks`` (IMSM's BBM log; DDF keeps none)
+    bad_blocks: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -88,17 +88,31 @@ def member_state(mpb: MpbRec, dev: DevRec, slot: int) -> MemberState:
     return MemberState.IN_SYNC
 
 
+def volume_bad_blocks(mpb: MpbRec, idx: int, start: int, size: int) -> tuple[tuple[int, int], ...]:
+    """get_volume_badblocks: the disk's BBM log entries that start or end inside the extent."""
+    if mpb.bbm is None:
+        return ()
+    out = []
+    for e in mpb.bbm.entries:
+        end = e.start + e.marked_count + 1
+        if e.disk_ordinal == idx and (start <= e.start < start + size or start <= end <= start + size):
+            out.append((e.start, e.marked_count + 1))
+    return tuple(out)
+
+
 def volume(mpb: MpbRec, index: int, sector_size: int, gen_migr_bpu: int | None = None) -> Volume:
     dev = mpb.devs[index]
     m0 = dev.map0
     analysed = dev.map_x  # mdadm's map_to_analyse: the source map while migrating
     level = analysed.level
+    start, size = m0.pba_of_lba0(mpb.hi_valid), component_size(dev, mpb.hi_valid, sector_size)
     members = tuple(
         Member(
             slot=slot,
             disk_ref=mpb.disks[m0.idx(slot)].serial_text,
             state=member_state(mpb, dev, slot),
-            offset_sectors=m0.pba_of_lba0(mpb.hi_valid),
+            offset_sectors=start,
+            bad_blocks=volume_bad_blocks(mpb, m0.idx(slot), start, size),
         )
         for slot in range(m0.num_members)
     )

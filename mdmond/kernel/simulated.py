@@ -395,6 +395,25 @@ class SimArray:
         self._notify()
         self._kick_kernel()
 
+    def clear_bad_blocks(self, dev: str, sector: int, length: int) -> None:
+        """A write to a range md listed bad succeeded: md forgets it (badblocks_clear, parts kept apart).
+
+        md notifies ``bad_blocks``; user space then forgets it in the metadata too.
+        """
+        d = self._dev(dev)
+        end = sector + length
+        kept: list[tuple[int, int]] = []
+        for s, n in d.acked:
+            if s + n <= sector or end <= s:
+                kept.append((s, n))
+                continue
+            if s < sector:
+                kept.append((s, sector - s))
+            if end < s + n:
+                kept.append((end, s + n - end))
+        d.acked = kept
+        self._notify()
+
     def add_spare(self, dev: str) -> None:
         """``new_dev``: the manager adds a container disk to this array (no slot yet)."""
         if dev in self.devs:

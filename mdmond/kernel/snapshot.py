@@ -36,6 +36,9 @@ class DevSnapshot:
     #: ``unacknowledged_bad_blocks``, read only of a working member md holds blocked with
     #: ``external_bbl`` (mdmon.md §2.5); None: not read, or unreadable.
     unacked: tuple[tuple[int, int], ...] | None = None
+    #: ``bad_blocks`` (the acknowledged list), read only of a member the metadata records bad
+    #: blocks for, to forget those md has cleared (mdmon's check_for_cleared_bb); None: not read.
+    acked: tuple[tuple[int, int], ...] | None = None
 
     @property
     def awaits_bad_block_ack(self) -> bool:
@@ -68,8 +71,14 @@ class ArraySnapshot:
 _BLOCKED_IDX = len("external:")
 
 
-def read_snapshot(md: MdArray, previous: ArraySnapshot | None = None) -> ArraySnapshot:
+def read_snapshot(
+    md: MdArray, previous: ArraySnapshot | None = None, *, listed: frozenset[int] = frozenset()
+) -> ArraySnapshot:
     """Read the array as one pass of mdmon's ``read_and_act`` does.
+
+    ``listed``: the slots whose member the metadata records bad blocks for; only
+    their acknowledged lists are read (none at all in the usual case, so the
+    write-pending path reads nothing more).
 
     ``array_state`` first (it re-arms notification); ``resync_start`` is not
     read of a ``clear`` array (the kernel may already have reset it, which would
@@ -106,8 +115,18 @@ def read_snapshot(md: MdArray, previous: ArraySnapshot | None = None) -> ArraySn
         if "external_bbl" in dstate and dstate.blocked and not dstate.faulty:
             # Only then: the hot write-pending path never reads the bad-block lists.
             unacked = _read(md, f"{entry}/unacknowledged_bad_blocks", parse_bad_blocks, None)
+        acked = None
+        if slot in listed and "external_bbl" in dstate and not dstate.faulty:
+            acked = _read(md, f"{entry}/bad_blocks", parse_bad_blocks, None)
         devs.append(
-            DevSnapshot(entry.removeprefix("dev-"), dstate, slot, MAX_SECTOR if recovery is None else recovery, unacked)
+            DevSnapshot(
+                entry.removeprefix("dev-"),
+                dstate,
+                slot,
+                MAX_SECTOR if recovery is None else recovery,
+                unacked,
+                acked,
+            )
         )
     return ArraySnapshot(
         array_state=state,

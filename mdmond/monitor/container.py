@@ -162,8 +162,8 @@ class ContainerMonitor:
         plans: dict[str, tuple[Watched, ArraySnapshot, Plan]] = {}
         model = self.store.model()
         for name, w in list(self.arrays.items()):
-            snap = read_snapshot(w.md, w.before)
             vol = model.volume(w.volume)
+            snap = read_snapshot(w.md, w.before, listed=frozenset(m.slot for m in vol.members if m.bad_blocks))
             plans[name] = (w, snap, plan(snap, w.before, vol, w.progress, clock=now, interval=self.checkpoint_interval))
         self._screen_bad_blocks(plans)
         committed = await self._commit(plans)

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 from formats.changes import (
     Change,
+    ClearBadBlock,
     EndMigration,
     FailDisk,
     MemberInSync,
@@ -222,6 +223,7 @@ def plan(
         check_degraded = True
     bad, refused = _bad_blocks(now, vol)
     changes.extend(c for b in bad if (c := b.change) is not None)
+    changes.extend(cleared_bad_blocks(now, before, vol))
     if dirty is not None and dirty != vol.dirty:
         changes.insert(0, SetDirty(vol.index, dirty))
 
@@ -258,6 +260,42 @@ def _bad_blocks(now: ArraySnapshot, vol: Volume) -> tuple[tuple[BadBlock, ...], 
                 why = "no member of the volume" if member is None else f"member is {member.state.value}"
                 refused.append((BadBlock(dev.name, sector, length, None), why))
     return tuple(record), tuple(refused)
+
+
+def cleared_bad_blocks(now: ArraySnapshot, before: ArraySnapshot, vol: Volume) -> list[Change]:
+    """What md has cleared of the recorded bad blocks: forget it (mdmon's check_for_cleared_bb).
+
+    md clears a bad block once a write to it succeeds.  A recorded range is
+    cleared when md listed it at the previous read and no longer does; where it
+    spanned what md still lists, that part is recorded again.  Unlike mdmon,
+    which compares against the metadata whenever the list changes, a range md
+    never listed is kept: the first read of a device only sets the baseline, so
+    a kernel that was never given the recorded list (an older mdadm, a test
+    assembly) cannot empty the log; and a range md lists that the metadata
+    lacks is not recorded here, since mdmond records bad blocks as it
+    acknowledges them.
+    """
+    out: list[Change] = []
+    for dev in now.devs:
+        prev = before.dev(dev.name)
+        if dev.acked is None or prev is None or prev.acked is None or prev.acked == dev.acked:
+            continue
+        if dev.awaits_bad_block_ack:
+            continue  # its new ranges are recorded first
+        member = _member(vol, dev.slot)
+        if member is None or member.disk_ref is None or member.state is MemberState.FAILED:
+            continue
+        ref = member.disk_ref
+
+        def within(s: int, n: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+            return any(k <= s and s + n <= k + kn for k, kn in ranges)
+
+        for s, n in member.bad_blocks:
+            if within(s, n, dev.acked) or not within(s, n, prev.acked):
+                continue
+            out.append(ClearBadBlock(ref, s, n))
+            out.extend(RecordBadBlock(ref, k, kn) for k, kn in dev.acked if s <= k and k + kn <= s + n)
+    return out
 
 
 def _progress(

@@ -162,6 +162,37 @@ class CountingArray(SimArray):
         return super().read(attr)
 
 
+@pytest.mark.parametrize(
+    ("recorded", "cleared", "left"),
+    [
+        ([(8200, 8)], (8200, 8), set()),  # md rewrote the sectors: the log forgets the range
+        ([(8200, 8), (9000, 16)], (9000, 16), {(8200, 8)}),  # only that range
+        ([(8200, 16)], (8208, 8), {(8200, 8)}),  # half of it: the rest is recorded again
+    ],
+)
+async def test_a_bad_block_md_clears_is_cleared_in_the_metadata(
+    autojump_clock: MockClock, recorded: list[tuple[int, int]], cleared: tuple[int, int], left: set[tuple[int, int]]
+) -> None:
+    """check_for_cleared_bb: what md no longer lists is no longer recorded; the member stays in service."""
+    rig, victim = _bbl_rig()
+
+    async def body() -> None:
+        for sector, length in recorded:
+            rig.md.media_error(victim, sector, length)
+            with trio.fail_after(1):
+                await rig.md.submit_write()
+                await rig.monitor.ping()
+        assert rig.md.bad_blocks_on_disk(victim) == set(recorded)
+        rig.md.clear_bad_blocks(victim, *cleared)
+        await rig.monitor.ping()
+        await rig.monitor.ping()
+
+    await running(rig, body)
+    assert rig.md.bad_blocks_on_disk(victim) == left
+    assert sorted(rig.md.devs[victim].acked) == sorted(left)
+    assert "faulty" not in rig.md.devs[victim].flags
+
+
 async def test_bad_block_lists_are_read_only_of_a_blocked_member(autojump_clock: MockClock) -> None:
     md = CountingArray(devices=("sda", "sdb", "sdc"), level=5)
     for d in md.devs.values():
