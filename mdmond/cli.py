@@ -37,7 +37,15 @@ def _examine(args: argparse.Namespace) -> int:
             continue
         entry = container_json(model, path)
         if args.check_roundtrip:
-            diff = first_difference(disk, copy.encode())
+            try:
+                diff = first_difference(disk, copy.encode())
+            except (MetadataError, DiskIOError) as e:
+                status = 1
+                if args.json:
+                    results.append(error_json(path, e))
+                else:
+                    print(f"mdmond: {path}: cannot re-encode the {copy.format} metadata: {e}", file=sys.stderr)
+                continue
             entry["roundtrip"] = {"identical": diff is None, "first_difference": diff}
             if diff is not None:
                 status = 2

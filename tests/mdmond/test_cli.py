@@ -52,3 +52,18 @@ def test_dry_run_json(capsys: pytest.CaptureFixture[str]) -> None:
     events = [e["event"] for e in c["events"]]
     assert events.count("state-written") >= 3  # read-auto, active, clean
     assert c["after"]["volumes"][0]["dirty"] is False
+
+
+def test_round_trip_that_cannot_be_checked_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from formats.errors import DiskIOError
+    from formats.imsm.disk import IMSMDiskCopy
+
+    def broken(self: IMSMDiskCopy) -> list[object]:
+        raise DiskIOError("access of 512 bytes is outside the disk", disk=self.disk.name, offset=1 << 40)
+
+    monkeypatch.setattr(IMSMDiskCopy, "encode", broken)
+    assert main(["examine", "--check-roundtrip", spec("imsm-raid1", 0)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot re-encode the imsm metadata" in err[0] and "outside the disk" in err[0]
