@@ -40,6 +40,7 @@ from formats.ddf.load import effective_mppe
 from formats.errors import ChangeRejected, DiskIOError, MetadataError, NoMetadata
 from formats.imsm import structs as IS
 from formats.imsm.codec import checksum as imsm_checksum
+from formats.model import Container
 from tests.golden import disk_count, open_disk, scenarios
 
 #: Outcome classes, in the order they are reported.
@@ -51,6 +52,7 @@ CLASSES = (
     "accepted-rewritten",  # loaded, re-encoded differently (a repaired secondary, a CRC fixed up, ...)
     "bug-exception",  # anything but the documented errors, anywhere in the pipeline
     "bug-unreadable-write",  # a change was accepted, but what it writes does not load back
+    "bug-impossible-accepted",  # validation passed a state the model oracle (``impossible``) says cannot be
     "bug-hang",  # a case ran past its time bound
     "bug-huge-allocation",  # a case allocated more than the bound (MemoryError, or the traced peak)
 )
@@ -175,7 +177,11 @@ def ddf_targets(scenario: str, n: int, disk: Disk) -> list[Target]:
     hf = tuple(fields_of(DS.Header))
     out = [Target(scenario, n, "ddf.anchor", anchor, 512, hf, (anchor, 512), also=tuple(headers))]
     for off in headers:
-        out.append(Target(scenario, n, "ddf.header", off, 512, hf, (off, 512), also=(anchor, *[o for o in headers if o != off])))
+        out.append(
+            Target(
+                scenario, n, "ddf.header", off, 512, hf, (off, 512), also=(anchor, *[o for o in headers if o != off])
+            )
+        )
 
     def sec(name: str) -> tuple[int, int]:
         return pri + int(getattr(h, f"{name}_section_offset")) * 512, int(getattr(h, f"{name}_section_length")) * 512
@@ -199,7 +205,9 @@ def ddf_targets(scenario: str, n: int, disk: Disk) -> list[Target]:
     mppe = effective_mppe(h)
     vfields = tuple(fields_of(DS.vd_config(mppe)))
     sfields = tuple(fields_of(DS.SpareAssign)) + tuple(
-        FieldSpec(f"entry[{k}].{f.name}", 32 + 32 * k + f.offset, f.size, f.fmt) for k in range(2) for f in fields_of(DS.SpareEntry)
+        FieldSpec(f"entry[{k}].{f.name}", 32 + 32 * k + f.offset, f.size, f.fmt)
+        for k in range(2)
+        for f in fields_of(DS.SpareEntry)
     )
     for i, slot in enumerate(raw.sections.slots):
         ro = c_off + i * crl
@@ -214,8 +222,16 @@ def ddf_targets(scenario: str, n: int, disk: Disk) -> list[Target]:
 def spare_record(crl: int, vd_guid: bytes) -> bytes:
     """A well-formed spare assignment record naming one VD, for the spare-record mutators to start from."""
     head = DS.SpareAssign.build(
-        {"magic": DS.SPARE_ASSIGN_MAGIC, "crc": 0, "timestamp": 0, "reserved": b"\xff" * 7, "type": 1,
-         "populated": 1, "max": (crl - 32) // 32, "pad": b"\xff" * 8}
+        {
+            "magic": DS.SPARE_ASSIGN_MAGIC,
+            "crc": 0,
+            "timestamp": 0,
+            "reserved": b"\xff" * 7,
+            "type": 1,
+            "populated": 1,
+            "max": (crl - 32) // 32,
+            "pad": b"\xff" * 8,
+        }
     )
     entry = DS.SpareEntry.build({"guid": vd_guid, "secondary_element": 0, "pad": b"\xff" * 6})
     rec = bytearray((head + entry).ljust(crl, b"\xff"))
@@ -247,7 +263,6 @@ def imsm_targets(scenario: str, n: int, disk: Disk) -> tuple[list[Target], Calla
             for f in fields_of(IS.BbmEntry)
         )
         out.append(Target(scenario, n, "imsm.bbm_log", off, mpb.bbm.size, bf, None, True))
-    ss = copy.raw.sector_size
     migr = copy.raw.migr_offset
     out.append(Target(scenario, n, "imsm.migr_record", migr, 128, tuple(fields_of(IS.MigrRecord)), None))
     return out, copy.raw.disk_offset
@@ -285,15 +300,36 @@ class Case:
     rng_seed: int
 
     def label(self) -> str:
-        return f"{self.target.scenario}/disk{self.target.disk} {self.target.structure} {self.mutation}{' resealed' if self.reseal else ''} #{self.rng_seed}"
+        t = self.target
+        sealed = " resealed" if self.reseal else ""
+        return f"{t.scenario}/disk{t.disk} {t.structure} {self.mutation}{sealed} #{self.rng_seed}"
 
 
 def boundary_values(f: FieldSpec, orig: int, disk_sectors: int, rng: random.Random) -> list[int]:
     bits = 8 * f.size
     top = (1 << bits) - 1
-    vals = {0, 1, 2, 3, top, top - 1, 1 << (bits - 1), (1 << (bits - 1)) - 1, orig + 1, orig - 1, orig * 2,
-            orig // 2, orig ^ (1 << rng.randrange(bits)), 0xFF, 0x100, disk_sectors, disk_sectors - 1, disk_sectors + 1,
-            disk_sectors * 2, disk_sectors - 2048}
+    vals = {
+        0,
+        1,
+        2,
+        3,
+        top,
+        top - 1,
+        1 << (bits - 1),
+        (1 << (bits - 1)) - 1,
+        orig + 1,
+        orig - 1,
+        orig * 2,
+        orig // 2,
+        orig ^ (1 << rng.randrange(bits)),
+        0xFF,
+        0x100,
+        disk_sectors,
+        disk_sectors - 1,
+        disk_sectors + 1,
+        disk_sectors * 2,
+        disk_sectors - 2048,
+    }
     return sorted(v & top for v in vals)
 
 
@@ -334,8 +370,14 @@ def mutate(case: Case, disks: list[OverlayDisk]) -> list[Disk]:
             put(f.offset, get(rng.choice(f.siblings), f.size))
         elif m == "copy-entry":
             # a whole table entry copied over a sibling entry: duplicate serials, refnums, GUIDs
-            sib = [x for x in seed.targets if x.disk == t.disk and x.structure.split("[")[0] == t.structure.split("[")[0]
-                   and x.length == t.length and x.offset != t.offset]
+            sib = [
+                x
+                for x in seed.targets
+                if x.disk == t.disk
+                and x.structure.split("[")[0] == t.structure.split("[")[0]
+                and x.length == t.length
+                and x.offset != t.offset
+            ]
             if sib:
                 src = rng.choice(sib)
                 put(0, get(0, t.length, src.offset))
@@ -433,7 +475,7 @@ def pipeline(case: Case) -> str:
     copies = [h.load(d) for d in disks]  # MetadataError refuses the case
     c = h.assemble(copies)
     c.validate()
-    c.model()
+    impossible(c.model(), "accepted")
     identical = True
     for cp in copies:
         cp.examine()
@@ -447,8 +489,11 @@ def pipeline(case: Case) -> str:
             writes = new.encode()
         except (ChangeRejected, MetadataError):
             continue
+        impossible(new.model(), f"after {changes}")
         # write onto fresh overlays of the same (mutated) disks and read it all back
         fresh = {ref: OverlayDisk(dk) for ref, dk in new.disks().items()}
+        if not fresh:
+            continue  # no disk of the container is present: nothing is written
         for ref, ws in writes.items():
             for w in ws:
                 fresh[ref].write(w.offset, w.data)
@@ -463,6 +508,40 @@ def pipeline(case: Case) -> str:
 
 class UnreadableWrite(Exception):
     pass
+
+
+class Impossible(Exception):
+    """Validation let through a state that cannot be (the oracle below, independent of the formats)."""
+
+
+#: md levels the model may report; -2 is a level the spec defines but md cannot run (RAID3, RAID5E, ...).
+LEVELS = (-2, -1, 0, 1, 4, 5, 6, 10)
+
+
+def impossible(model: Container, when: str) -> None:
+    """Raise Impossible if the neutral model describes what no array can be, whatever its bytes said."""
+    sizes = {d.ref: d.size_sectors for d in model.disks}
+    for v in model.volumes:
+        what = f"{when}: volume {v.index} ({v.name!r})"
+        if v.level not in LEVELS:
+            raise Impossible(f"{what}: level {v.level}")
+        refs = [m.disk_ref for m in v.members if m.disk_ref is not None]
+        if len(set(refs)) != len(refs):
+            raise Impossible(f"{what}: a disk in several slots {refs}")
+        slots = [m.slot for m in v.members]
+        if len(set(slots)) != len(slots) or any(not 0 <= s < v.raid_disks for s in slots):
+            raise Impossible(f"{what}: slots {slots} of {v.raid_disks}")
+        done = None if v.migration is None else v.migration.checkpoint_sectors
+        if done is not None and done > v.component_sectors:
+            raise Impossible(f"{what}: checkpoint {done} > {v.component_sectors}")
+        for m in v.members:
+            size = sizes.get(m.disk_ref or "")
+            if size and m.offset_sectors + v.component_sectors > size:
+                raise Impossible(f"{what}: slot {m.slot} ends at {m.offset_sectors + v.component_sectors} > {size}")
+        data = {0: v.raid_disks, -1: v.raid_disks, 1: 1, 4: v.raid_disks - 1, 5: v.raid_disks - 1}.get(v.level)
+        data = {6: v.raid_disks - 2, 10: v.raid_disks / 2}.get(v.level, data)
+        if data is not None and v.size_sectors > max(data, 1) * v.component_sectors:
+            raise Impossible(f"{what}: size {v.size_sectors} > {data} x {v.component_sectors}")
 
 
 def _where(e: BaseException) -> str:
@@ -502,6 +581,8 @@ def run_case(case: Case, *, time_limit: float = 10.0, trace_memory: bool = False
         out = Outcome("bug-hang", f"ran past {time_limit} s", "hang")
     except MemoryError as e:
         out = Outcome("bug-huge-allocation", "MemoryError", _where(e))
+    except Impossible as e:
+        out = Outcome("bug-impossible-accepted", str(e), str(e).split(":")[0] + ":" + str(e).split(":")[-1][:40])
     except UnreadableWrite as e:
         out = Outcome("bug-unreadable-write", str(e), _where(e.__cause__ or e))
     except NoMetadata:
@@ -558,8 +639,15 @@ class Report:
         return "\n".join(lines)
 
 
-def run(seeds: list[Seed], count: int, seed: int = 0, *, time_limit: float = 10.0,
-        trace_memory: bool = False, progress: Callable[[Report], None] | None = None) -> Report:
+def run(
+    seeds: list[Seed],
+    count: int,
+    seed: int = 0,
+    *,
+    time_limit: float = 10.0,
+    trace_memory: bool = False,
+    progress: Callable[[Report], None] | None = None,
+) -> Report:
     report = Report()
     start = time.monotonic()
     for i, case in enumerate(cases(seeds, count, seed)):

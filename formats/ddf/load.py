@@ -154,11 +154,12 @@ def read_raw(disk: Disk) -> RawCopy:
     active = _choose(primary, secondary)
     if active is None:
         h = primary if primary is not None else secondary
-        problem = h.problem if h is not None else "no primary header"
+        problem = (h.problem if h is not None else None) or "no primary header"
         raise MetadataError(
             f"neither the primary nor the secondary header is valid ({problem})",
             format=FORMAT,
             structure="primary header",
+            field=_PROBLEM_FIELD.get(problem, "primary_lba" if "beyond" in problem else "magic"),
             disk=name,
             offset=None if primary is None else primary.lba * S.SECTOR,
         )
@@ -184,6 +185,10 @@ def read_raw(disk: Disk) -> RawCopy:
     start = hc.lba * S.SECTOR - base
     sections = parse_sections(buf[start : start + span * S.SECTOR], hc.fields, Where(name, hc.lba * S.SECTOR), problems)
     return RawCopy(ss, n, anchor, anchor_raw, primary, secondary, active, sections, extents, problems)
+
+
+#: The header field each of ``_header``'s problems is about, for the error naming it.
+_PROBLEM_FIELD = {"bad magic": "magic", "bad CRC": "crc", "does not match the anchor": "guid"}
 
 
 def _header(disk: Disk, anchor: Any, anchor_raw: bytes, lba: int, kind: int, n: int) -> HeaderCopy:

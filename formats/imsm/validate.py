@@ -161,9 +161,7 @@ def validate_mpb(mpb: MpbRec, ss: int, site: Site | None = None) -> None:
                 "migr_state does not match the maps", f"{where}.vol", "migr_state", vol + VOL_F["migr_state"]
             )
         if dev.vol.migr_type > S.MIGR_STATE_CHANGE:
-            raise site.error(
-                f"migr_type {dev.vol.migr_type}", f"{where}.vol", "migr_type", vol + VOL_F["migr_type"]
-            )
+            raise site.error(f"migr_type {dev.vol.migr_type}", f"{where}.vol", "migr_type", vol + VOL_F["migr_type"])
         for j, m in enumerate(dev.maps):
             mw, mo = f"{where}.map[{j}]", lay.maps[i][j]
             if m.num_members < 1 or m.num_members != len(m.disk_ord_tbl):
@@ -230,11 +228,13 @@ def check_semantics(mpb: MpbRec, ss: int, site: Site) -> None:
                         mo + MAP_F["blocks_per_member_lo"],
                     )
         comp = component_size(dev, hi, ss)  # what md is given as component_size
-        capacity = dev.map_x.data_members * comp
-        if comp and dev.size_sectors > capacity:
+        extent = min(m.blocks_per_member(hi) for m in dev.maps)
+        data = dev.map_x.data_members
+        # mdadm derives the component from the array size when the stripes disagree with it, so the
+        # size is bounded by the members' extents, not by the component derived from it
+        if data and dev.size_sectors > data * extent:
             raise site.error(
-                f"array size {dev.size_sectors} sectors exceeds its {dev.map_x.data_members} data members"
-                f" of {comp} sectors",
+                f"array size {dev.size_sectors} sectors exceeds its {data} data members' extents of {extent} sectors",
                 f"dev[{i}]",
                 "size_low",
                 lay.devs[i] + DEV_F["size_low"],

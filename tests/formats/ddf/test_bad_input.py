@@ -139,6 +139,7 @@ def test_both_headers_bad() -> None:
     with pytest.raises(MetadataError) as e:
         HANDLER.load(d)
     assert e.value.structure == "primary header" and e.value.offset == PRI and e.value.disk == "/dev/sdb"
+    assert e.value.field == "crc"  # the primary was read first and its CRC is what failed
 
 
 def test_too_small_for_ddf() -> None:
@@ -293,5 +294,6 @@ def test_header_lba_off_the_disk_is_refused_at_load(at: int, lba: int, field: st
     all_headers(d, at, struct.pack(">Q", lba))
     with pytest.raises(MetadataError) as e:
         HANDLER.load(d)
-    assert (e.value.structure, e.value.field, e.value.disk, e.value.offset) == ("anchor", field, "/dev/sda", ANCHOR + at)
+    err = e.value
+    assert (err.structure, err.field, err.disk, err.offset) == ("anchor", field, "/dev/sda", ANCHOR + at)
     assert str(e.value).startswith(f"ddf: disk /dev/sda, anchor.{field} at byte ")
