@@ -615,6 +615,7 @@ class Report:
     bugs: dict[str, tuple[str, str]] = field(default_factory=dict)  # where -> (case label, detail)
     vague: Counter[str] = field(default_factory=Counter)  # structure.field of refusals missing a location
     seconds: float = 0.0
+    interrupted: bool = False
 
     def add(self, case: Case, out: Outcome) -> None:
         self.counts[out.cls] += 1
@@ -628,7 +629,7 @@ class Report:
         return sum(self.counts.values())
 
     def text(self) -> str:
-        lines = [f"{self.total} cases in {self.seconds:.0f} s"]
+        lines = [f"{self.total} cases in {self.seconds:.0f} s{' (interrupted)' if self.interrupted else ''}"]
         lines += [f"  {c:22} {self.counts.get(c, 0)}" for c in CLASSES]
         lines.append(f"  {'bugs (distinct)':22} {len(self.bugs)}")
         for where, (label, detail) in sorted(self.bugs.items()):
@@ -650,10 +651,13 @@ def run(
 ) -> Report:
     report = Report()
     start = time.monotonic()
-    for i, case in enumerate(cases(seeds, count, seed)):
-        report.add(case, run_case(case, time_limit=time_limit, trace_memory=trace_memory))
-        if progress is not None and (i + 1) % 10000 == 0:
-            report.seconds = time.monotonic() - start
-            progress(report)
+    try:
+        for i, case in enumerate(cases(seeds, count, seed)):
+            report.add(case, run_case(case, time_limit=time_limit, trace_memory=trace_memory))
+            if progress is not None and (i + 1) % 10000 == 0:
+                report.seconds = time.monotonic() - start
+                progress(report)
+    except KeyboardInterrupt:  # a long run stopped early still reports what it did
+        report.interrupted = True
     report.seconds = time.monotonic() - start
     return report
