@@ -25,15 +25,15 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from construct import Array, FormatField, Renamed
 
 import formats
 from formats.base import ContainerMetadata, first_difference
-from formats.blockio import Disk, FileDisk, OverlayDisk, check_span
-from formats.changes import Change, FailDisk, SetCheckpoint, SetDirty
+from formats.blockio import Disk, OverlayDisk, check_span
+from formats.changes import Change, FailDisk, RecordBadBlock, SetCheckpoint, SetDirty
 from formats.ddf import structs as DS
 from formats.ddf.codec import crc as ddf_crc
 from formats.ddf.load import effective_mppe
@@ -161,7 +161,7 @@ class Seed:
 
     format: str
     scenario: str
-    disks: list[FileDisk]
+    disks: list[Disk]  # read-only bases: golden images, or overlays of them for a derived seed
     targets: list[Target]
     mpb_map: dict[int, Callable[[int], int]] = field(default_factory=dict)  # IMSM: disk -> MPB to disk offset
     disk_sectors: dict[int, int] = field(default_factory=dict)
@@ -268,11 +268,36 @@ def imsm_targets(scenario: str, n: int, disk: Disk) -> tuple[list[Target], Calla
     return out, copy.raw.disk_offset
 
 
+def derived(scenario: str, changes: list[Change]) -> list[Disk]:
+    """A golden scenario after the change engine wrote ``changes``: structures no golden disk has (a BBM log)."""
+    h = formats.handler(scenario.split("-")[0])
+    disks = [OverlayDisk(open_disk(scenario, k)) for k in range(disk_count(scenario))]
+    c = h.assemble([h.load(d) for d in disks]).apply(changes)
+    placed = c.disks()
+    for ref, ws in c.encode().items():
+        for w in ws:
+            placed[ref].write(w.offset, w.data)
+    return list(disks)
+
+
+#: Seeds made by the change engine from a golden scenario, for the structures mdadm's goldens lack.
+DERIVED: dict[str, tuple[str, list[Change]]] = {
+    "imsm-raid5+bbm": (
+        "imsm-raid5",
+        [RecordBadBlock("MDVM00000000", 4096, 8), RecordBadBlock("MDVM00000001", 1 << 20, 256)],
+    ),
+}
+
+
 def load_seeds(prefixes: tuple[str, ...] = ("imsm", "ddf")) -> list[Seed]:
     seeds: list[Seed] = []
     for prefix in prefixes:
-        for scenario in scenarios(prefix):
-            disks = [open_disk(scenario, k) for k in range(disk_count(scenario))]
+        names = scenarios(prefix) + [name for name in DERIVED if name.startswith(prefix)]
+        for scenario in names:
+            if scenario in DERIVED:
+                disks: list[Any] = derived(*DERIVED[scenario])
+            else:
+                disks = [open_disk(scenario, k) for k in range(disk_count(scenario))]
             seed = Seed(prefix, scenario, disks, [])
             for k, d in enumerate(disks):
                 if prefix == "ddf":
@@ -298,11 +323,13 @@ class Case:
     mutation: str
     reseal: bool
     rng_seed: int
+    everywhere: bool = False  # the same mutation on every disk's copy of the structure
 
     def label(self) -> str:
         t = self.target
         sealed = " resealed" if self.reseal else ""
-        return f"{t.scenario}/disk{t.disk} {t.structure} {self.mutation}{sealed} #{self.rng_seed}"
+        every = " on every disk" if self.everywhere else ""
+        return f"{t.scenario}/disk{t.disk} {t.structure} {self.mutation}{sealed}{every} #{self.rng_seed}"
 
 
 def boundary_values(f: FieldSpec, orig: int, disk_sectors: int, rng: random.Random) -> list[int]:
@@ -334,7 +361,20 @@ def boundary_values(f: FieldSpec, orig: int, disk_sectors: int, rng: random.Rand
 
 
 def mutate(case: Case, disks: list[OverlayDisk]) -> list[Disk]:
-    """Apply the case's mutation to its disk's overlay; the disks to load (one may be a Window)."""
+    """Apply the case's mutation to its disk's overlay; the disks to load (one may be a Window).
+
+    With ``everywhere``, the same mutation (same random choices) is made to the same structure
+    of every disk of the scenario too: the copy assembly prefers is then a mutated one as well.
+    """
+    out = mutate_one(case, disks)
+    if case.everywhere and case.mutation != "cut-disk":
+        for t in case.seed.targets:
+            if t.structure == case.target.structure and t.disk != case.target.disk:
+                mutate_one(replace(case, target=t), disks)
+    return out
+
+
+def mutate_one(case: Case, disks: list[OverlayDisk]) -> list[Disk]:
     rng = random.Random(case.rng_seed)
     t = case.target
     d = disks[t.disk]
@@ -606,7 +646,8 @@ def cases(seeds: list[Seed], count: int, seed: int = 0) -> Iterator[Case]:
     pool = [(s, t) for s in seeds for t in s.targets]
     for i in range(count):
         s, t = pool[rng.randrange(len(pool))]
-        yield Case(s, t, MUTATIONS[rng.randrange(len(MUTATIONS))], rng.random() < 0.6, seed * 1_000_003 + i)
+        mutation = MUTATIONS[rng.randrange(len(MUTATIONS))]
+        yield Case(s, t, mutation, rng.random() < 0.6, seed * 1_000_003 + i, rng.random() < 0.25)
 
 
 @dataclass

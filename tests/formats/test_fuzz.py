@@ -23,7 +23,7 @@ def seeds() -> tuple[F.Seed, ...]:
 
 def test_every_structure_of_both_formats_has_targets() -> None:
     structures = {t.structure.split("[")[0] for s in seeds() for t in s.targets}
-    assert {"imsm.mpb", "imsm.disk", "imsm.dev", "imsm.migr_record"} <= structures
+    assert {"imsm.mpb", "imsm.disk", "imsm.dev", "imsm.migr_record", "imsm.bbm_log"} <= structures
     assert any(t.structure.endswith(".vol") for s in seeds() for t in s.targets)
     assert any(".map" in t.structure for s in seeds() for t in s.targets)
     ddf = {"ddf.anchor", "ddf.header", "ddf.controller", "ddf.phys", "ddf.virt", "ddf.vd_config", "ddf.spare_assign"}
