@@ -580,7 +580,10 @@ def impossible(model: Container, when: str) -> None:
                 raise Impossible(f"{what}: slot {m.slot} ends at {m.offset_sectors + v.component_sectors} > {size}")
         data = {0: v.raid_disks, -1: v.raid_disks, 1: 1, 4: v.raid_disks - 1, 5: v.raid_disks - 1}.get(v.level)
         data = {6: v.raid_disks - 2, 10: v.raid_disks / 2}.get(v.level, data)
-        if data is not None and v.size_sectors > max(data, 1) * v.component_sectors:
+        # IMSM's component is rounded down to the chunk, and mdadm trusts the stripes within 2048
+        # sectors a member (calc_component_size): an array up to that much larger is what mdadm accepts
+        slack = max(v.chunk_sectors, 2048) if model.format == "imsm" else 0
+        if data is not None and v.size_sectors > max(data, 1) * (v.component_sectors + slack):
             raise Impossible(f"{what}: size {v.size_sectors} > {data} x {v.component_sectors}")
 
 
