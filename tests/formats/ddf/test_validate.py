@@ -169,3 +169,16 @@ def test_a_bad_level_is_refused_through_load_and_assembly() -> None:
     with pytest.raises(MetadataError) as e:
         c.validate()
     assert e.value.field == "prl" and disks[0].read(e.value.offset or 0, 1) == b"\x02"
+
+
+def test_disks_of_two_containers_name_the_foreign_anchors_guid() -> None:
+    from formats.ddf import HANDLER
+
+    from .helpers import load
+
+    a, b = load("ddf-raid5", 0), load("ddf-raid1", 1)
+    with pytest.raises(MetadataError) as e:
+        HANDLER.assemble([a, b])
+    err = e.value
+    assert (err.structure, err.field, err.disk) == ("anchor", "guid", "/dev/sdb")
+    assert b.disk.read(err.offset or 0, 24) == bytes(b.raw.anchor.guid)

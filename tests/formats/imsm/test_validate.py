@@ -94,3 +94,17 @@ def test_structural_errors_name_the_disk_and_byte_too() -> None:
     err = refused("imsm-raid5", change)
     assert (err.structure, err.field, err.disk) == ("disk[1]", "serial", "/dev/sda")
     assert container("imsm-raid5").members[0].read(err.offset or 0, 12) == b"MDVM00000001"
+
+
+def test_disks_of_two_containers_name_the_foreign_disks_family_byte() -> None:
+    from formats.imsm import HANDLER
+
+    from .helpers import load
+
+    a, b = load("imsm-raid5", 0), load("imsm-raid1", 1)
+    with pytest.raises(MetadataError) as e:
+        HANDLER.assemble([a, b])
+    err = e.value
+    assert (err.structure, err.disk) == ("mpb", "/dev/sdb") and err.field in ("orig_family_num", "family_num")
+    assert err.offset is not None
+    assert struct.unpack("<I", b.disk.read(err.offset, 4))[0] == b.mpb.uuid_family
