@@ -27,7 +27,8 @@ def _examine(args: argparse.Namespace) -> int:
             disk = open_image(path, sector_size=args.sector_size)
             copy = formats.load(disk)
             h = formats.handler(copy.format)
-            model = h.assemble([copy]).model()
+            assembled = h.assemble([copy])
+            model = assembled.model()
         except (MetadataError, DiskIOError) as e:
             status = 1
             if args.json:
@@ -36,6 +37,13 @@ def _examine(args: argparse.Namespace) -> int:
                 print(f"mdmond: {e}", file=sys.stderr)
             continue
         entry = container_json(model, path)
+        try:
+            # What the daemon would refuse to serve is shown (as mdadm --examine shows it) and said.
+            assembled.validate()
+        except MetadataError as e:
+            status = 1
+            entry["invalid"] = error_json(path, e)["error"]
+            print(f"mdmond: {path}: the daemon would refuse this metadata: {e}", file=sys.stderr)
         if args.check_roundtrip:
             try:
                 diff = first_difference(disk, copy.encode())
