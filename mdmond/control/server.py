@@ -98,6 +98,8 @@ class ControlServer:
         self.refused = 0  # connections closed for the cap, ever
         self._refused_reported = 0
         self._last_refusal_event = -float("inf")
+        self.accept_errors = 0  # accept failures (EMFILE, ...), ever
+        self._last_accept_event = -float("inf")
 
     async def listen(self, path: str) -> trio.SocketListener:
         """Bind ``path`` (owner-only under umask 077, replacing a stale socket) and listen, as mdmon does."""
@@ -121,7 +123,11 @@ class ControlServer:
                 except OSError as e:
                     # Out of descriptors (or buffers): the pending connection stays in the backlog,
                     # so rest instead of spinning; every other accept error is the peer's alone.
-                    self.events.emit("control-refused", reason=f"accept failed: {e.strerror or e}")
+                    self.accept_errors += 1
+                    now = trio.current_time()
+                    if now - self._last_accept_event >= REFUSAL_EVENT_INTERVAL:  # one a second, not one a try
+                        self.events.emit("control-refused", reason=f"accept failed: {e.strerror or e}")
+                        self._last_accept_event = now
                     if e.errno in _RESOURCE_ERRNOS:
                         await trio.sleep(self.accept_backoff)
                     continue

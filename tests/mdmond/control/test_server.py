@@ -238,7 +238,8 @@ async def test_accept_running_out_of_descriptors_backs_off_and_never_raises(tmp_
             assert await exchange(path, PING, len(VERSION_REPLY)) == VERSION_REPLY
         n.cancel_scope.cancel()
     assert listener.failures == 0 and rec.calls == [("ping-monitor", b"")]
-    assert [e.kind for e in server.events.records].count("control-refused") == 5
+    assert server.accept_errors == 5
+    assert [e.kind for e in server.events.records].count("control-refused") == 1  # not one per failed try
 
 
 async def test_slow_peers_are_dropped_and_never_delay_a_ping(tmp_path: Path) -> None:
@@ -331,3 +332,55 @@ async def test_an_oversized_frame_is_refused_before_any_payload_is_read(tmp_path
 
     _, server = await serving(tmp_path, body, max_pending_bytes=1 << 20)
     assert server.events.kinds() == ["control-overflow"] and server.pending_total == 0
+
+
+SERVER_WITH_FEW_DESCRIPTORS = """
+import resource, sys, trio
+from mdmond.control.server import ControlServer, Handlers
+
+async def nothing(*a):
+    pass
+
+async def main(path):
+    server = ControlServer(Handlers(nothing, nothing, nothing), version="v", accept_backoff=0.01, idle_timeout=60)
+    listener = await server.listen(path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (24, hard))  # a few past what trio holds: EMFILE before the cap of 32
+    print("ready", flush=True)
+    with trio.move_on_after(float(sys.argv[2])):
+        await server.serve(listener)
+    print("accept errors", server.accept_errors, "refused", server.refused, flush=True)
+
+trio.run(main, sys.argv[1])
+"""
+
+
+async def test_a_real_descriptor_table_running_out_does_not_end_the_server(tmp_path: Path) -> None:
+    """In a child with RLIMIT_NOFILE 24 and the default cap of 32, 100 silent peers make accept fail with EMFILE."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "md127.sock")
+    child = subprocess.Popen(
+        [sys.executable, "-c", SERVER_WITH_FEW_DESCRIPTORS, path, "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(Path(__file__).resolve().parents[3]),
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "ready\n"
+    peers = []
+    for _ in range(100):
+        with trio.move_on_after(0.5):
+            peers.append(await trio.open_unix_socket(path))
+    await trio.sleep(0.3)
+    assert child.poll() is None  # still serving
+    for s in peers:
+        await s.aclose()
+    await trio.sleep(0.2)
+    with trio.fail_after(5):
+        assert await exchange(path, PING, 12 + 2) == frames.reply(b"v\0")  # served again once they left
+    out, _ = await trio.to_thread.run_sync(child.communicate)
+    assert child.returncode == 0
+    errors = int(out.split()[2])
+    assert errors > 0, out  # EMFILE really happened, and the server rode it out
