@@ -692,12 +692,16 @@ def run(
     time_limit: float = 10.0,
     trace_memory: bool = False,
     progress: Callable[[Report], None] | None = None,
+    on_bug: Callable[[Case, Outcome], None] | None = None,
 ) -> Report:
     report = Report()
     start = time.monotonic()
     try:
         for i, case in enumerate(cases(seeds, count, seed)):
-            report.add(case, run_case(case, time_limit=time_limit, trace_memory=trace_memory))
+            out = run_case(case, time_limit=time_limit, trace_memory=trace_memory)
+            if on_bug is not None and out.cls in BUGS and out.where not in report.bugs:
+                on_bug(case, out)
+            report.add(case, out)
             if progress is not None and (i + 1) % 10000 == 0:
                 report.seconds = time.monotonic() - start
                 progress(report)

@@ -190,6 +190,9 @@ def validate(c: DDFContainer) -> None:
                     f"lba_offset[{k}]",
                     at,
                 )
+        for name in ("blocks", "array_blocks"):
+            if conf[name] == 0:
+                raise site.config(f"{name} is 0: a volume of no size", conf, name, VC[name])
         room = capacity(conf)
         if conf.array_blocks > room:
             raise site.config(

@@ -232,6 +232,8 @@ def check_semantics(mpb: MpbRec, ss: int, site: Site) -> None:
         data = dev.map_x.data_members
         # mdadm derives the component from the array size when the stripes disagree with it, so the
         # size is bounded by the members' extents, not by the component derived from it
+        if dev.size_sectors == 0:
+            raise site.error("a volume of 0 sectors", f"dev[{i}]", "size_low", lay.devs[i] + DEV_F["size_low"])
         if data and dev.size_sectors > data * extent:
             raise site.error(
                 f"array size {dev.size_sectors} sectors exceeds its {data} data members' extents of {extent} sectors",
@@ -242,7 +244,7 @@ def check_semantics(mpb: MpbRec, ss: int, site: Site) -> None:
         if dev.map1 is not None and dev.vol.migr_type != S.MIGR_GEN_MIGR:
             bpu = blocks_per_migr_unit(dev)
             done = dev.vol.curr_migr_unit * bpu
-            if bpu and comp and done > comp:
+            if bpu and done > comp:
                 raise site.error(
                     f"checkpoint of {dev.vol.curr_migr_unit} units ({done} sectors) is past the member's end"
                     f" ({comp} sectors): a resumed rebuild would skip the rest",

@@ -182,3 +182,12 @@ def test_disks_of_two_containers_name_the_foreign_anchors_guid() -> None:
     err = e.value
     assert (err.structure, err.field, err.disk) == ("anchor", "guid", "/dev/sdb")
     assert b.disk.read(err.offset or 0, 24) == bytes(b.raw.anchor.guid)
+
+
+@pytest.mark.parametrize("field", ["blocks", "array_blocks"])
+def test_a_volume_of_no_size_is_refused(field: str) -> None:
+    def change(c: DDFContainer) -> None:
+        next(iter(c.configs.values()))[field] = 0
+
+    err = refused("ddf-raid5", change)
+    assert err.field == field and "no size" in err.message

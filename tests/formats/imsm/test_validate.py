@@ -108,3 +108,13 @@ def test_disks_of_two_containers_name_the_foreign_disks_family_byte() -> None:
     assert (err.structure, err.disk) == ("mpb", "/dev/sdb") and err.field in ("orig_family_num", "family_num")
     assert err.offset is not None
     assert struct.unpack("<I", b.disk.read(err.offset, 4))[0] == b.mpb.uuid_family
+
+
+def test_a_volume_of_no_size_is_refused() -> None:
+    """Found by the fuzzer: a zeroed dev header left a 0-sector volume whose rebuild checkpoint was past its end."""
+
+    def change(mpb: MpbRec) -> None:
+        mpb.devs[0].set_size_sectors(0)
+
+    err = refused("imsm-raid5-rebuild-stopped", change)
+    assert (err.structure, err.field) == ("dev[0]", "size_low") and "0 sectors" in err.message
