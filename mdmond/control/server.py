@@ -114,22 +114,22 @@ class ControlServer:
         sock.listen(10)
         return trio.SocketListener(sock)
 
-    async def serve(self, listener: trio.SocketListener) -> None:
+    async def serve(self, listener: trio.abc.Listener[trio.SocketStream]) -> None:
         """Accept until cancelled; nothing a peer or the descriptor table does ends this loop."""
         async with listener, trio.open_nursery() as n:
             while True:
                 try:
                     stream = await listener.accept()
                 except OSError as e:
-                    # Out of descriptors (or buffers): the pending connection stays in the backlog,
-                    # so rest instead of spinning; every other accept error is the peer's alone.
+                    # Out of descriptors (or buffers): the pending connection stays in the backlog, so
+                    # rest instead of spinning.  Any other error rests briefly too: one that persists
+                    # (a listener broken under us) must not turn this loop into a busy one.
                     self.accept_errors += 1
                     now = trio.current_time()
                     if now - self._last_accept_event >= REFUSAL_EVENT_INTERVAL:  # one a second, not one a try
                         self.events.emit("control-refused", reason=f"accept failed: {e.strerror or e}")
                         self._last_accept_event = now
-                    if e.errno in _RESOURCE_ERRNOS:
-                        await trio.sleep(self.accept_backoff)
+                    await trio.sleep(self.accept_backoff if e.errno in _RESOURCE_ERRNOS else self.accept_backoff / 10)
                     continue
                 if self.connections >= self.max_connections:
                     self.refused += 1
