@@ -693,12 +693,15 @@ def run(
     trace_memory: bool = False,
     progress: Callable[[Report], None] | None = None,
     on_bug: Callable[[Case, Outcome], None] | None = None,
+    trace_every: int = 0,
 ) -> Report:
+    """Run ``count`` cases; with ``trace_every`` N, every Nth case's allocations are traced against ``HUGE``."""
     report = Report()
     start = time.monotonic()
     try:
         for i, case in enumerate(cases(seeds, count, seed)):
-            out = run_case(case, time_limit=time_limit, trace_memory=trace_memory)
+            traced = trace_memory or bool(trace_every and i % trace_every == 0)
+            out = run_case(case, time_limit=time_limit, trace_memory=traced)
             if on_bug is not None and out.cls in BUGS and out.where not in report.bugs:
                 on_bug(case, out)
             report.add(case, out)
