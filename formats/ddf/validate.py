@@ -10,8 +10,8 @@ every disk is present, a BVD recorded nowhere.  mdadm 4.2 writes none of
 these (every golden disk passes).
 
 Every error names the disk and the byte, on the first present disk holding
-the structure (the global sections: the first present disk), in its active
-copy's layout.
+the structure (the global sections: the first present disk), in its primary
+copy (the secondary holds the same bytes at its own LBA).
 """
 
 from __future__ import annotations
