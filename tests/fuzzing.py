@@ -595,22 +595,26 @@ def _where(e: BaseException) -> str:
 
 @contextmanager
 def time_bound(seconds: float) -> Iterator[None]:
-    """Raise CaseTimeout in the main thread after ``seconds`` (SIGALRM; a no-op bound off the main thread)."""
+    """Raise CaseTimeout in the main thread after ``seconds`` of this process's CPU time (SIGPROF).
+
+    CPU time, not wall time: a case niced behind other work, or a run paused with SIGSTOP, is not
+    a hang, and a real one (a loop that never ends) burns CPU.  A no-op bound off the main thread.
+    """
 
     def expire(signum: int, frame: object) -> None:
         raise CaseTimeout()
 
     try:
-        old = signal.signal(signal.SIGALRM, expire)
+        old = signal.signal(signal.SIGPROF, expire)
     except ValueError:  # not the main thread
         yield
         return
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
 
 
 def run_case(case: Case, *, time_limit: float = 10.0, trace_memory: bool = False) -> Outcome:
