@@ -202,6 +202,7 @@ def validate(c: DDFContainer) -> None:
                 VC["array_blocks"],
             )
     check_vds(c, site, guids)
+    check_holders(c, site)
     for m in c.members:
         if len(m.vlist) > h.max_partitions:
             raise MetadataError(
@@ -287,3 +288,30 @@ def check_vds(c: DDFContainer, site: Site, guids: set[bytes]) -> None:
                 "sec_elmnt_count",
                 VC["sec_elmnt_count"],
             )
+
+
+def check_holders(c: DDFContainer, site: Site) -> None:
+    """A working disk's config slot holds a BVD that names it: mdadm writes a record only to its members.
+
+    Otherwise the next write drops the record from that disk (it is in no BVD to write), and a
+    record that lost its last holder is gone: seen as a BVD whose members all read as missing.
+    A failed or missing disk may keep a stale record (it was replaced), so only working ones count.
+    """
+    crl = int(site.h.config_record_len) * S.SECTOR
+    for m in site.present:
+        pd = c.pd(m.refnum)
+        if pd is None or pd.state & (S.PD_FAILED | S.PD_MISSING) or not pd.type & S.PD_ACTIVE:
+            continue
+        for k, guid in enumerate(m.vlist):
+            bvds = c.bvds(guid)  # none: a hole left by a deleted VD, written empty
+            if bvds and not any(m.refnum in b.phys_refnum for b in bvds):
+                off = site.section("config", m)
+                raise MetadataError(
+                    f"config record {k} is for VD {guid[-4:].hex()}, but no BVD of it names this disk"
+                    f" ({m.refnum:08x})",
+                    format=FORMAT,
+                    structure=f"vd_config[{k}]",
+                    field="phys_refnum",
+                    disk=None if m.disk is None else m.disk.name,
+                    offset=None if off is None else off + k * crl + S.VD_CONFIG_FIXED,
+                )

@@ -199,6 +199,7 @@ def check_semantics(mpb: MpbRec, ss: int, site: Site) -> None:
     hi = mpb.hi_valid
     lay = Layout.of(mpb)
     for i, dev in enumerate(mpb.devs):
+        m0 = dev.map0
         for j, m in enumerate(dev.maps):
             mw, mo = f"dev[{i}].map[{j}]", lay.maps[i][j]
             seen: dict[int, int] = {}
@@ -226,6 +227,18 @@ def check_semantics(mpb: MpbRec, ss: int, site: Site) -> None:
                         mw,
                         "blocks_per_member_lo",
                         mo + MAP_F["blocks_per_member_lo"],
+                    )
+        if dev.map1 is not None and dev.vol.migr_type != S.MIGR_GEN_MIGR:
+            # mdadm's migrate() copies map 0 to map 1 and changes only its state: outside a reshape
+            # (general migration) both maps have one geometry
+            m1, mo = dev.map1, lay.maps[i][0]
+            for name in ("raid_level", "num_members", "blocks_per_strip"):
+                if getattr(m0, name) != getattr(m1, name):
+                    raise site.error(
+                        f"{name} {getattr(m0, name)} differs from map 1's {getattr(m1, name)} outside a reshape",
+                        f"dev[{i}].map[0]",
+                        name,
+                        mo + MAP_F[name],
                     )
         comp = component_size(dev, hi, ss)  # what md is given as component_size
         extent = min(m.blocks_per_member(hi) for m in dev.maps)

@@ -191,3 +191,18 @@ def test_a_volume_of_no_size_is_refused(field: str) -> None:
 
     err = refused("ddf-raid5", change)
     assert err.field == field and "no size" in err.message
+
+
+def test_a_working_disk_holding_a_record_that_does_not_name_it() -> None:
+    """Found by the fuzzer: /dev/sda's copy of RAID10 BVD 1 lost its refnums (resealed) and won the merge;
+    the next write would have dropped BVD 1 from both its disks, and the container would not load again."""
+
+    def change(c: DDFContainer) -> None:
+        b = bvd(c, 1)
+        b.phys_refnum[0] = b.phys_refnum[1] = 0
+
+    err = refused("ddf-raid10", change)
+    assert (err.structure, err.field, err.disk) == ("vd_config[0]", "phys_refnum", "/dev/sda")
+    assert "no BVD of it names this disk" in err.message
+    (refnum,) = struct.unpack(">I", golden_bytes("ddf-raid10", err, 4))
+    assert refnum == 0xD5250AF6  # the byte named is /dev/sda's own refnum in its record, as mdadm wrote it

@@ -118,3 +118,14 @@ def test_a_volume_of_no_size_is_refused() -> None:
 
     err = refused("imsm-raid5-rebuild-stopped", change)
     assert (err.structure, err.field) == ("dev[0]", "size_low") and "0 sectors" in err.message
+
+
+def test_maps_of_a_resync_that_disagree_on_the_level() -> None:
+    """Found by the fuzzer: map 0 of a resync said RAID0, map 1 RAID1: a RAID1 reported twice its size."""
+
+    def change(mpb: MpbRec) -> None:
+        mpb.devs[0].map0.raid_level = 0
+
+    err = refused("imsm-raid1-resync-killed", change)
+    assert (err.structure, err.field) == ("dev[0].map[0]", "raid_level") and "outside a reshape" in err.message
+    assert on_disk(container("imsm-raid1-resync-killed"), err, 1) == 1
