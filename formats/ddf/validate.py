@@ -93,9 +93,10 @@ class Site:
         """An error about a VD config record, located in the slot of the first present disk holding it."""
         guid = bytes(conf.guid)
         where = f"vd_config[{guid[-4:].hex()}/{int(conf.sec_elmnt_seq)}]"
-        for m in self.present:
-            if m.refnum not in conf.phys_refnum:
-                continue
+        # a disk the record names first; else one holding a record of the VD (the record, if it has one BVD)
+        holders = [m for m in self.present if m.refnum in conf.phys_refnum]
+        holders += [m for m in self.present if m not in holders and len(self.c.bvds(guid)) == 1]
+        for m in holders:
             for k, g in enumerate(m.vlist):
                 if g == guid:
                     off = self.section("config", m)
