@@ -137,16 +137,18 @@ def validate_mpb(mpb: MpbRec, ss: int, site: Site | None = None) -> None:
         raise site.error(f"MPB of {size} bytes exceeds the reserved area", "mpb", "mpb_size", MPB_F["mpb_size"])
     if mpb.mpb_size != size:
         raise site.error(f"mpb_size {mpb.mpb_size} is stale ({size})", "mpb", "mpb_size", MPB_F["mpb_size"])
-    serials: dict[bytes, int] = {}
+    # compared as mdadm prints them (up to the first NUL): that text is the disk's ref in the model,
+    # and two entries that print alike could not be told apart by the daemon or an administrator
+    serials: dict[str, int] = {}
     for i, d in enumerate(mpb.disks):
-        if d.serial in serials:
+        if d.serial_text in serials:
             raise site.error(
-                f"disk entries {serials[d.serial]} and {i} share the serial {d.serial_text!r}",
+                f"disk entries {serials[d.serial_text]} and {i} share the serial {d.serial_text!r}",
                 f"disk[{i}]",
                 "serial",
                 S.MPB_HEADER_SIZE + S.DISK_ENTRY_SIZE * i,
             )
-        serials[d.serial] = i
+        serials[d.serial_text] = i
     lay = Layout.of(mpb)
     names: dict[bytes, int] = {}
     for i, dev in enumerate(mpb.devs):

@@ -129,3 +129,13 @@ def test_maps_of_a_resync_that_disagree_on_the_level() -> None:
     err = refused("imsm-raid1-resync-killed", change)
     assert (err.structure, err.field) == ("dev[0].map[0]", "raid_level") and "outside a reshape" in err.message
     assert on_disk(container("imsm-raid1-resync-killed"), err, 1) == 1
+
+
+def test_serials_that_differ_only_after_the_nul_are_the_same_disk() -> None:
+    """Found by the fuzzer: a bit flipped after disk 2's NUL made it print as disk 0, twice in one volume."""
+
+    def change(mpb: MpbRec) -> None:
+        mpb.disks[2].serial = mpb.disks[0].serial[:12] + b"\0\0\0\x01"
+
+    err = refused("imsm-raid5", change)
+    assert (err.structure, err.field) == ("disk[2]", "serial") and "share the serial" in err.message
