@@ -45,7 +45,8 @@ def _examine(args: argparse.Namespace) -> int:
             disk = open_image(path, sector_size=args.sector_size)
             copy = formats.load(disk)
             h = formats.handler(copy.format)
-            model = h.assemble([copy]).model()
+            assembled = h.assemble([copy])
+            model = assembled.model()
         except (MetadataError, DiskIOError) as e:
             status = max(status, FAILED)
             if args.json:
@@ -59,8 +60,23 @@ def _examine(args: argparse.Namespace) -> int:
             print(f"mdmond: warning: {w}", file=sys.stderr)
         if args.json:
             entry["warnings"] = [w.json() for w in warnings]
+        try:
+            # What the daemon would refuse to serve is shown (as mdadm --examine shows it) and said.
+            assembled.validate()
+        except MetadataError as e:
+            status = max(status, FAILED)
+            entry["invalid"] = error_json(path, e)["error"]
+            print(f"mdmond: {path}: the daemon would refuse this metadata: {e}", file=sys.stderr)
         if args.check_roundtrip:
-            diff = first_difference(disk, copy.encode())
+            try:
+                diff = first_difference(disk, copy.encode())
+            except (MetadataError, DiskIOError) as e:
+                status = 1
+                if args.json:
+                    results.append(error_json(path, e))
+                else:
+                    print(f"mdmond: {path}: cannot re-encode the {copy.format} metadata: {e}", file=sys.stderr)
+                continue
             entry["roundtrip"] = {"identical": diff is None, "first_difference": diff}
             if diff is not None:
                 status = DIFFERS

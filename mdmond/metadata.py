@@ -49,6 +49,8 @@ class CommitFailed(Exception):
         self.not_restored = not_restored
 
     def __str__(self) -> str:
+        if not self.restored and not self.not_restored:
+            return f"metadata write failed before anything was written: {self.cause}"
         msg = f"metadata write failed: {self.cause}; restored previous metadata on {len(self.restored)} disk(s)"
         if self.not_restored:
             msg += f"; could NOT restore {', '.join(self.not_restored)}"
@@ -236,7 +238,11 @@ def _write_with_rollback(
     for ref, ws in full.items():
         k = known.get(ref)
         if k is None:
-            t0 = [Write(w.offset, disks[ref].read(w.offset, len(w.data))) for w in ws]
+            try:
+                t0 = [Write(w.offset, disks[ref].read(w.offset, len(w.data))) for w in ws]
+            except DiskIOError as e:
+                # Nothing is written yet: a disk whose T0 cannot be read fails the commit, not the caller.
+                raise CommitFailed(e, (), ()) from e
             plan[ref], before[ref] = changed_runs(t0, ws, disks[ref].sector_size)
         else:
             plan[ref], before[ref] = list(ws), k

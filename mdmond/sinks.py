@@ -36,6 +36,7 @@ PRIORITY = {
     "control-refused": 4,
     "control-bad-frame": 4,
     "control-timeout": 4,
+    "control-overflow": 4,
     "update-dropped": 4,
     "state-written": 7,
 }

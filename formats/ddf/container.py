@@ -131,7 +131,14 @@ class DDFContainer(ContainerMetadata):
         guid = copies[0].raw.anchor.guid
         for c in copies:
             if c.raw.anchor.guid != guid:
-                raise _err("belongs to another container (header GUID differs)", "header", "guid", c.disk.name)
+                raise MetadataError(
+                    "belongs to another container (header GUID differs)",
+                    format=FORMAT,
+                    structure="anchor",
+                    field="guid",
+                    disk=c.disk.name,
+                    offset=c.disk.size_bytes - S.SECTOR + 8,
+                )
         if len({c.sector_size for c in copies}) > 1:
             raise _err("disks with different logical sector sizes", "header")
         winner = max(copies, key=lambda c: int(c.header.seq) - (1 if c.header.openflag else 0))

@@ -154,11 +154,12 @@ def read_raw(disk: Disk) -> RawCopy:
     active = _choose(primary, secondary)
     if active is None:
         h = primary if primary is not None else secondary
-        problem = h.problem if h is not None else "no primary header"
+        problem = (h.problem if h is not None else None) or "no primary header"
         raise MetadataError(
             f"neither the primary nor the secondary header is valid ({problem})",
             format=FORMAT,
             structure="primary header",
+            field=_PROBLEM_FIELD.get(problem, "primary_lba" if "beyond" in problem else "magic"),
             disk=name,
             offset=None if primary is None else primary.lba * S.SECTOR,
         )
@@ -171,6 +172,7 @@ def read_raw(disk: Disk) -> RawCopy:
     assert hc is not None and hc.fields is not None
     check_layout(hc.fields, hc.lba, n, Where(name, hc.lba * S.SECTOR))
     span = metadata_span(hc.fields)
+    check_header_lbas(anchor, span, n, where)
     extents: dict[str, tuple[int, bytes]] = {}
     for label, copy in (("primary", primary), ("secondary", secondary)):
         if copy is not None and copy.lba + span <= n - 1:
@@ -183,6 +185,10 @@ def read_raw(disk: Disk) -> RawCopy:
     start = hc.lba * S.SECTOR - base
     sections = parse_sections(buf[start : start + span * S.SECTOR], hc.fields, Where(name, hc.lba * S.SECTOR), problems)
     return RawCopy(ss, n, anchor, anchor_raw, primary, secondary, active, sections, extents, problems)
+
+
+#: The header field each of ``_header``'s problems is about, for the error naming it.
+_PROBLEM_FIELD = {"bad magic": "magic", "bad CRC": "crc", "does not match the anchor": "guid"}
 
 
 def _header(disk: Disk, anchor: Any, anchor_raw: bytes, lba: int, kind: int, n: int) -> HeaderCopy:
@@ -205,6 +211,36 @@ def _header(disk: Disk, anchor: Any, anchor_raw: bytes, lba: int, kind: int, n: 
     ):
         return HeaderCopy(lba, raw, h, "does not match the anchor")
     return HeaderCopy(lba, raw, h, None)
+
+
+def check_header_lbas(anchor: Any, span: int, n: int, where: Where) -> None:
+    """Every header copy the anchor records must lie, with its sections, on the disk and apart.
+
+    mdadm's loader merely skips a copy beyond the disk (load_ddf_header), but
+    every write rewrites both copies where the anchor says, so such a disk can
+    never be written: it is refused here, before anything is built for it.
+    mdadm always writes both copies inside the disk, so this refuses nothing it wrote.
+    """
+    spans: list[tuple[int, int, str]] = []
+    for label, lba, at in (("primary", int(anchor.primary_lba), 96), ("secondary", int(anchor.secondary_lba), 104)):
+        if lba == S.NO_LBA:
+            continue
+        if lba + span > n - 1:
+            raise where.error(
+                f"the {label} header at LBA {lba} with its {span} sectors of sections does not fit"
+                f" before the anchor (LBA {n - 1})",
+                "anchor",
+                f"{label}_lba",
+                at,
+            )
+        spans.append((lba, lba + span, label))
+    if len(spans) == 2 and spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]:
+        raise where.error(
+            f"the primary (LBA {spans[0][0]}) and secondary (LBA {spans[1][0]}) copies overlap",
+            "anchor",
+            "secondary_lba",
+            104,
+        )
 
 
 def _choose(p: HeaderCopy | None, s: HeaderCopy | None) -> str | None:

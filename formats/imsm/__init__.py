@@ -70,8 +70,9 @@ class IMSMHandler(FormatHandler):
                     f"not {first.mpb.uuid_family:08x})",
                     format=FORMAT,
                     structure="mpb",
-                    field="orig_family_num",
+                    field="orig_family_num" if other.mpb.orig_family_num else "family_num",
                     disk=other.disk.name,
+                    offset=other.raw.anchor_offset + (0x40 if other.mpb.orig_family_num else 0x28),
                 )
             winner = max(populated, key=lambda c: c.mpb.generation_num)
         else:

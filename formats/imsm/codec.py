@@ -44,7 +44,8 @@ def checksum(buf: bytes | bytearray, mpb_size: int) -> int:
 
 def _parse(structure: Any, name: str, buf: bytes, off: int, size: int, loc: Locator) -> Any:
     if off + size > len(buf):
-        raise loc.error(f"{name} at MPB offset {off} runs past the MPB", name, None, off)
+        # the structure is named in the message; the field at fault is the size that leaves it no room
+        raise loc.error(f"{name} at MPB offset {off} runs past the MPB", "mpb", "mpb_size", 0x24)
     try:
         return structure.parse(buf[off : off + size])
     except ConstructError as e:  # only possible on a short buffer, checked above
@@ -91,7 +92,7 @@ def parse_mpb(buf: bytes, loc: Locator) -> MpbRec:
         for m in range(1 + vol.migr_state):
             mname = f"{name}.map[{m}]"
             if off + S.MAP_FIXED_SIZE > devs_end:
-                raise loc.error(f"{mname} runs past the devs area", mname, None, off)
+                raise loc.error(f"{mname} at MPB offset {off} runs past the devs area", "mpb", "mpb_size", 0x24)
             n = _u8(buf, off + 16)
             msize = S.MAP_FIXED_SIZE + 4 * n
             if off + msize > devs_end:
@@ -101,7 +102,7 @@ def parse_mpb(buf: bytes, loc: Locator) -> MpbRec:
             dev.maps.append(mp)
             off += msize
         if off > devs_end:
-            raise loc.error(f"{name} runs past the devs area", name, None, dev_off)
+            raise loc.error(f"{name} at MPB offset {dev_off} runs past the devs area", "mpb", "mpb_size", 0x24)
         mpb.devs.append(dev)
     if mpb.bbm_log_size:
         mpb.bbm = _parse_bbm(buf, size - mpb.bbm_log_size, mpb.bbm_log_size, loc)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from ..base import ContainerMetadata, Write
 from ..blockio import Disk
 from ..changes import Change, Environment
-from ..errors import MetadataError
 from ..model import Container
 from . import model as M
 from . import structs as S
@@ -98,14 +97,9 @@ class IMSMContainer(ContainerMetadata):
         )
 
     def validate(self) -> None:
-        validate_mpb(self.mpb, self.sector_size)
-        names = {d.serial for d in self.mpb.disks}
-        for s in self.spares:
-            if s.rec.serial in names:
-                raise _err(f"spare {s.rec.serial_text} is also in the disk table", "disk", "serial")
-        for i in self.members:
-            if i >= len(self.mpb.disks):
-                raise _err(f"present disk at table index {i} is outside the table", "mpb", "num_disks")
+        from .validate import validate
+
+        validate(self)
 
     def apply(self, changes: Sequence[Change], env: Environment | None = None) -> IMSMContainer:
         from .apply import apply_changes
@@ -187,10 +181,6 @@ def _gen_migr(mpb: MpbRec) -> bool:
     return any(d.vol.migr_state and d.vol.migr_type == S.MIGR_GEN_MIGR for d in mpb.devs)
 
 
-def _err(msg: str, structure: str, field: str | None = None) -> MetadataError:
-    return MetadataError(msg, format=FORMAT, structure=structure, field=field)
-
-
 def spare_record(d: DiskRec, cache_size: int, ss: int, family: int | None = None) -> bytes:
     """write_super_imsm_spare: a one-disk MPB, version 1.0.00.
 
@@ -224,49 +214,3 @@ def spare_record(d: DiskRec, cache_size: int, ss: int, family: int | None = None
     struct.pack_into("<I", raw, 0x28, checksum(raw, len(raw)) if family is None else family)
     struct.pack_into("<I", raw, 0x20, checksum(raw, len(raw)))
     return bytes(raw)
-
-
-def validate_mpb(mpb: MpbRec, ss: int) -> None:
-    """What must hold before a byte is built (formats.md §1.16), plus mdadm's own limits."""
-    if len(mpb.disks) > 255:
-        raise _err(f"{len(mpb.disks)} disks (max 255)", "mpb", "num_disks")
-    if len(mpb.devs) > 255:
-        raise _err(f"{len(mpb.devs)} volumes", "mpb", "num_raid_devs")
-    if mpb.num_disks != len(mpb.disks) or mpb.num_raid_devs != len(mpb.devs):
-        raise _err("counts do not match the tables", "mpb", "num_disks")
-    size = mpb.computed_size()
-    if size > S.MAX_MPB_SIZE:
-        raise _err(f"MPB of {size} bytes exceeds the reserved area", "mpb", "mpb_size")
-    if mpb.mpb_size != size:
-        raise _err(f"mpb_size {mpb.mpb_size} is stale ({size})", "mpb", "mpb_size")
-    serials = [d.serial for d in mpb.disks]
-    if len(set(serials)) != len(serials):
-        raise _err("two disk entries share a serial", "disk", "serial")
-    names = [d.volume for d in mpb.devs]
-    if len(set(names)) != len(names):
-        raise _err("two volumes share a name", "dev", "volume")
-    for i, dev in enumerate(mpb.devs):
-        where = f"dev[{i}]"
-        if dev.vol.migr_state not in (0, 1) or len(dev.maps) != 1 + dev.vol.migr_state:
-            raise _err("migr_state does not match the maps", f"{where}.vol", "migr_state")
-        if dev.vol.migr_type > S.MIGR_STATE_CHANGE:
-            raise _err(f"migr_type {dev.vol.migr_type}", f"{where}.vol", "migr_type")
-        for j, m in enumerate(dev.maps):
-            mw = f"{where}.map[{j}]"
-            if m.num_members < 1 or m.num_members != len(m.disk_ord_tbl):
-                raise _err("num_members does not match the ord table", mw, "num_members")
-            if m.map_state > S.MAP_STATE_FAILED:
-                raise _err(f"map_state {m.map_state}", mw, "map_state")
-            if m.failed_disk_num != 0xFF and m.failed_disk_num >= m.num_members:
-                raise _err(f"failed_disk_num {m.failed_disk_num}", mw, "failed_disk_num")
-            if m.blocks_per_strip == 0 or (ss == 4096 and m.blocks_per_strip % 8):
-                raise _err(f"blocks_per_strip {m.blocks_per_strip}", mw, "blocks_per_strip")
-            for slot, o in enumerate(m.disk_ord_tbl):
-                if o & S.ORD_INDEX_MASK >= len(mpb.disks) or o & ~(S.ORD_INDEX_MASK | S.IMSM_ORD_REBUILD):
-                    raise _err(f"ord {o:#x} in slot {slot}", mw, f"disk_ord_tbl[{slot}]")
-    if mpb.bbm is not None:
-        if len(mpb.bbm.entries) > S.BBM_LOG_MAX_ENTRIES:
-            raise _err("too many BBM entries", "bbm_log", "entry_count")
-        for e in mpb.bbm.entries:
-            if e.disk_ordinal >= len(mpb.disks):
-                raise _err(f"BBM entry for disk {e.disk_ordinal}", "bbm_log", "disk_ordinal")

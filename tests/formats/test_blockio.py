@@ -91,3 +91,16 @@ def test_file_disk_refuses_a_fifo(tmp_path: Path) -> None:
             FileDisk(str(p))
     finally:
         os.close(fd)
+
+
+def test_first_difference_finds_the_exact_byte_in_a_large_extent() -> None:
+    from formats.base import Write, first_difference
+
+    data = bytes(range(256)) * 4096  # 1 MiB
+    disk = MemoryDisk(data)
+    assert first_difference(disk, [Write(0, data)]) is None
+    for at in (0, 1, 63, 64, 65, 500_000, len(data) - 1):
+        changed = bytearray(data)
+        changed[at] ^= 0xFF
+        changed[-1] ^= 0x01 if at != len(data) - 1 else 0
+        assert first_difference(disk, [Write(0, bytes(changed))]) == at

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mdmond.cli import main
-from tests.golden import examine, image_spec, image_specs
+from tests.golden import examine, golden_serial, image_spec, image_specs
 
 
 def test_examine_json_matches_mdadm(capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,3 +62,45 @@ def test_dry_run_json(capsys: pytest.CaptureFixture[str]) -> None:
     events = [e["event"] for e in c["events"]]
     assert events.count("state-written") >= 3  # read-auto, active, clean
     assert c["after"]["volumes"][0]["dirty"] is False
+
+
+def test_round_trip_that_cannot_be_checked_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from formats.errors import DiskIOError
+    from formats.imsm.disk import IMSMDiskCopy
+
+    def broken(self: IMSMDiskCopy) -> list[object]:
+        raise DiskIOError("access of 512 bytes is outside the disk", disk=self.disk.name, offset=1 << 40)
+
+    monkeypatch.setattr(IMSMDiskCopy, "encode", broken)
+    assert main(["examine", "--check-roundtrip", image_spec("imsm-raid1", 0)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot re-encode the imsm metadata" in err[0] and "outside the disk" in err[0]
+
+
+def test_examine_shows_metadata_the_daemon_would_refuse_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One disk in both slots of a RAID1 (checksum fixed up): shown, exit 1, one line naming the byte."""
+    import struct
+
+    from formats.imsm.codec import checksum
+    from tests.golden import image_path
+
+    data = bytearray(image_path("imsm-raid1", 0).read_bytes())
+    anchor = len(data) - 1024
+    size = struct.unpack_from("<I", data, anchor + 0x24)[0]
+    assert size <= 512  # one sector: the ord table is in the anchor
+    ords = 216 + 48 * 2 + 80 + 32 + 48
+    struct.pack_into("<2I", data, anchor + ords, 0, 0)
+    struct.pack_into("<I", data, anchor + 0x20, checksum(data[anchor : anchor + 512], size))
+    img = tmp_path / "bad.img"
+    img.write_bytes(bytes(data))
+    assert main(["examine", "--json", f"{img},serial={golden_serial(0)}"]) == 1
+    out = capsys.readouterr()
+    (entry,) = json.loads(out.out)
+    assert entry["invalid"]["structure"] == "dev[0].map[0]" and entry["invalid"]["field"] == "disk_ord_tbl[1]"
+    assert entry["invalid"]["offset"] == anchor + ords + 4
+    (line,) = out.err.strip().splitlines()
+    assert "would refuse" in line and f"disk_ord_tbl[1] at byte {anchor + ords + 4:#x}" in line

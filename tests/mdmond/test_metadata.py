@@ -12,7 +12,7 @@ import formats.imsm
 from formats.base import Write, first_difference, write_all
 from formats.blockio import MemoryDisk
 from formats.changes import SetDirty
-from formats.errors import ChangeRejected
+from formats.errors import ChangeRejected, DiskIOError
 from mdmond.metadata import CommitFailed, MetadataStore, changed_runs
 from tests.golden import disk_count, overlay
 
@@ -168,3 +168,22 @@ async def test_primed_store_reads_nothing_at_its_first_commit_and_writes_only_th
     await primed.prime()
     await primed.commit([SetDirty(0, True)])
     assert primed.bytes_written == 3 * 512  # one sector a disk: what priming read was the T0 to diff against
+
+
+class UnreadableDisk(FlakyDisk):
+    def read(self, offset: int, length: int) -> bytes:
+        raise DiskIOError("injected read failure", disk=self.name, offset=offset)
+
+
+async def test_unreadable_t0_fails_the_commit_cleanly_and_writes_nothing() -> None:
+    """The rollback bytes are read inside the commit's error handling: a CommitFailed, not a bare DiskIOError."""
+    disks: dict[str, FlakyDisk] = {"d0": FlakyDisk(4096, "/dev/sda"), "d1": UnreadableDisk(4096, "/dev/sdb")}
+    store = MetadataStore(ToyMetadata(disks))
+    with pytest.raises(CommitFailed) as e:
+        await store.commit([SetDirty(0, True)])
+    assert e.value.restored == () and e.value.not_restored == ()
+    assert str(e.value) == (
+        "metadata write failed before anything was written: disk /dev/sdb at byte 0xe00: injected read failure"
+    )
+    assert not disks["d0"].writes and not disks["d1"].writes
+    assert not store.model().volumes[0].dirty

@@ -175,3 +175,53 @@ async def test_an_idle_service_does_not_wake_up(tmp_path: Path, autojump_clock: 
         trio.lowlevel.remove_instrument(counter)
         n.cancel_scope.cancel()
     assert counter.steps < 20, f"{counter.steps} task steps in 10 idle minutes"
+
+
+async def test_the_kernel_is_served_while_the_control_socket_is_abused(tmp_path: Path) -> None:
+    """Issue 12: with the socket flooded (past the cap), trickled into and fed updates without a ping,
+    a write that md blocks on is still marked dirty at once, and a legitimate ping is still answered."""
+    w = World("imsm-raid5")
+    svc = service(w, tmp_path)
+    sock = str(tmp_path / "md127.sock")
+    async with trio.open_nursery() as n:
+        n.start_soon(w.md.run)
+        await n.start(svc.run)
+        await until(lambda: svc.monitor is not None and "md126" in svc.monitor.arrays)
+
+        async def trickle() -> None:
+            with trio.move_on_after(5):
+                async with await trio.open_unix_socket(sock) as s:
+                    try:
+                        for b in frames.encode(frames.Frame(16, bytes(16))):
+                            await s.send_all(bytes([b]))
+                            await trio.sleep(0.05)
+                    except trio.BrokenResourceError:
+                        pass
+
+        async def hoard() -> None:
+            async with await trio.open_unix_socket(sock) as s:
+                try:
+                    for _ in range(40):
+                        await s.send_all(frames.encode(frames.Frame(1 << 20, bytes(1 << 20))))
+                except trio.BrokenResourceError:
+                    pass  # cut off at the bound
+
+        crowd = []
+        async with trio.open_nursery() as abuse:
+            for _ in range(10):
+                abuse.start_soon(trickle)
+            abuse.start_soon(hoard)
+            crowd = [await trio.open_unix_socket(sock) for _ in range(40)]
+            await trio.sleep(0.1)
+            with trio.fail_after(2):
+                await w.md.submit_write()  # md blocks the write until the metadata says dirty
+            assert w.model().volume(0).dirty
+            for s in crowd:
+                await s.aclose()
+            await trio.sleep(0.05)
+            with trio.fail_after(2):
+                assert await ping(tmp_path / "md127.sock") == frames.reply(VERSION.encode() + b"\0")
+            abuse.cancel_scope.cancel()
+        n.cancel_scope.cancel()
+    kinds = svc.events.kinds()
+    assert "control-overflow" in kinds and "control-refused" in kinds

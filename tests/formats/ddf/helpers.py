@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from formats.blockio import Disk, OverlayDisk, check_span
+from formats.blockio import OverlayDisk
 from formats.ddf import HANDLER
 from formats.ddf import structs as S
 from formats.ddf import updates as U
 from formats.ddf.container import DDFContainer
 from formats.ddf.disk import DDFDiskCopy
+from tests.fuzzing import Window, poke
 from tests.golden import disk_count, open_disk, overlay
+
+__all__ = ["Window", "container", "load", "poke", "writable"]
 
 
 def load(scenario: str, n: int) -> DDFDiskCopy:
@@ -22,50 +25,6 @@ def writable(scenario: str) -> list[OverlayDisk]:
 def container(scenario: str, disks: list[OverlayDisk] | None = None) -> DDFContainer:
     ds = disks if disks is not None else writable(scenario)
     return HANDLER.assemble([HANDLER.load(d) for d in ds])
-
-
-def poke(disk: OverlayDisk, offset: int, data: bytes) -> None:
-    """Change bytes of an overlay at any offset (read-modify-write of the sectors involved)."""
-    ss = disk.sector_size
-    first = offset // ss
-    last = (offset + len(data) - 1) // ss
-    buf = bytearray(disk.read(first * ss, (last - first + 1) * ss))
-    start = offset - first * ss
-    buf[start : start + len(data)] = data
-    for i in range(last - first + 1):
-        disk.sectors[first + i] = bytes(buf[i * ss : (i + 1) * ss])
-
-
-class Window:
-    """The first ``size`` bytes of another disk (a truncated copy), read-only, with its own sector size."""
-
-    def __init__(self, base: Disk, size: int, sector_size: int | None = None) -> None:
-        self.base = base
-        self._size = size
-        self._ss = sector_size or base.sector_size
-        self.serial: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.base.name
-
-    @property
-    def size_bytes(self) -> int:
-        return self._size
-
-    @property
-    def sector_size(self) -> int:
-        return self._ss
-
-    def read(self, offset: int, length: int) -> bytes:
-        check_span(self, offset, length)
-        return self.base.read(offset, length)
-
-    def write(self, offset: int, data: bytes) -> None:
-        raise AssertionError("read-only")
-
-    def flush(self) -> None:
-        pass
 
 
 def without_volume(after: DDFContainer, index: int) -> DDFContainer:

@@ -139,6 +139,7 @@ def test_both_headers_bad() -> None:
     with pytest.raises(MetadataError) as e:
         HANDLER.load(d)
     assert e.value.structure == "primary header" and e.value.offset == PRI and e.value.disk == "/dev/sdb"
+    assert e.value.field == "crc"  # the primary was read first and its CRC is what failed
 
 
 def test_too_small_for_ddf() -> None:
@@ -276,3 +277,23 @@ def test_4kn_container_writes_whole_sectors() -> None:
         for w in ws:
             disk.write(w.offset, w.data)  # OverlayDisk refuses writes that are not whole 4 KiB sectors
     assert HANDLER.assemble([HANDLER.load(d) for d in disks]).model().volume(0).dirty
+
+
+@pytest.mark.parametrize(
+    ("at", "lba", "field"),
+    [
+        (96, N, "primary_lba"),  # beyond the disk
+        (104, 2**40, "secondary_lba"),  # far beyond
+        (104, N - 100, "secondary_lba"),  # in the disk, but its sections would run over the anchor
+        (104, N - 32768 - 10, "secondary_lba"),  # overlapping the primary's sections
+    ],
+)
+def test_header_lba_off_the_disk_is_refused_at_load(at: int, lba: int, field: str) -> None:
+    """mdadm skips such a copy, but a write would go where the anchor says: it could never be written."""
+    d = overlay("ddf-raid5", 0)
+    all_headers(d, at, struct.pack(">Q", lba))
+    with pytest.raises(MetadataError) as e:
+        HANDLER.load(d)
+    err = e.value
+    assert (err.structure, err.field, err.disk, err.offset) == ("anchor", field, "/dev/sda", ANCHOR + at)
+    assert str(e.value).startswith(f"ddf: disk /dev/sda, anchor.{field} at byte ")

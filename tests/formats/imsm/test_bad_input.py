@@ -135,3 +135,14 @@ def test_4kn_image_loads_to_the_same_model(scenario: str, n: int) -> None:
     # the on-disk fields really are in 4 KiB units
     anchor = d4.read(size - 8192, 4096)
     assert struct.unpack_from("<I", anchor, 216 + 16)[0] * 8 == copy.mpb.disks[0].total_blocks_lo
+
+
+def test_a_dev_past_the_mpb_names_the_size_that_leaves_it_no_room() -> None:
+    data = bytearray(tail_disk("imsm-raid1", 0).data)
+    data[len(data) - 1024 + 0x39] = 2  # num_raid_devs: a second volume that is not there
+    reseal(data)
+    with pytest.raises(MetadataError) as e:
+        HANDLER.load(MemoryDisk(bytes(data), name="/dev/sda"))
+    err = e.value
+    assert (err.structure, err.field, err.disk, err.offset) == ("mpb", "mpb_size", "/dev/sda", len(data) - 1024 + 0x24)
+    assert "dev[1]" in err.message
